@@ -1,0 +1,22 @@
+# The two commands of the README, plus helpers. Every target sets up .venv first (idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup tour test test-slow lint samples clean-cache
+setup:
+	@bash scripts/setup.sh
+
+tour: setup
+	$(VENV)/bin/labkit tour
+
+test: setup
+	bash scripts/test.sh
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+lint: setup
+	$(PY) -m ruff check labkit kernels tests bench notebooks
+
+samples: setup
+	$(PY) -m labkit.data.samples build
