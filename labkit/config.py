@@ -1,0 +1,111 @@
+"""Flat dataclass configs: one help string per field, validated on build, mapping 1:1 to papermill parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+from labkit.errors import ConfigError
+
+C = TypeVar("C", bound="Config")
+
+
+def field(default: Any, help: str, *, choices: tuple | None = None) -> Any:  # noqa: A002 - argparse's word
+    """A config field with its help text (and allowed values, checked in `validate`)."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _check_type(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+@dataclasses.dataclass
+class Config:
+    """Base of every labkit config. Subclasses add fields with `field(default, help)`."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _check_type(value, hints[f.name]):
+                raise ConfigError(f.name, f"expected {_type_name(hints[f.name])}, got {value!r}",
+                                  config=type(self).__name__)
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(f.name, f"{value!r} is not one of {', '.join(map(repr, choices))}",
+                                  config=type(self).__name__)
+
+    @classmethod
+    def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(key, f"unknown field; known fields: {', '.join(sorted(known))}",
+                                  config=cls.__name__)
+        return cls(**values)
+
+    @classmethod
+    def from_preset(cls: type[C], name: str, **overrides: Any) -> C:
+        """This config under a named preset (labkit.presets), then the caller's overrides."""
+        from labkit.presets import preset_values
+
+        return cls.from_dict({**preset_values(cls.__name__, name), **overrides})
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def help(cls) -> str:
+        rows = [f"{f.name} = {f.default if f.default is not dataclasses.MISSING else '…'!r}: {f.metadata['help']}"
+                for f in dataclasses.fields(cls)]
+        return f"{cls.__name__}\n" + "\n".join("  " + r for r in rows)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+@dataclasses.dataclass
+class SetupConfig(Config):
+    """Notebook 00 and the first part of `labkit tour`: load, inspect and chat with a model."""
+
+    model: str = field("smollm2-135m-instruct", "model name: the embedded default, a local dir or a hub id")
+    device: str = field("auto", "auto | cpu | cuda | mps")
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
+                       choices=("auto", "float32", "bfloat16", "float16"))
+    max_new_tokens: int = field(64, "tokens generated per baseline reply")
+    n_baseline_prompts: int = field(6, "how many sample prompts get a baseline generation")
+    seed: int = field(0, "random seed")
+
+
+@dataclasses.dataclass
+class TourConfig(Config):
+    """`labkit tour`: run the post-training chain headless on one model and write an HTML report."""
+
+    preset: str = field("cpu", "size dial for every stage: cpu-smoke | cpu | gpu-0.5b-qlora")
+    model: str = field("smollm2-135m-instruct", "model every stage starts from")
+    out_dir: str = field("reports", "the report goes to <out_dir>/tour-<timestamp>/")
+    notebook_preset: str = field("cpu-smoke", "preset the tour executes the notebooks in")
+    run_notebooks: bool = field(True, "execute the notebooks with papermill and link the outputs")

@@ -1,0 +1,142 @@
+"""Capability report: which accelerators and optional packages this machine has, and why not if not."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import io
+import importlib.metadata as md
+import importlib.util
+import os
+import platform
+
+import torch
+
+from labkit.models.device import cpu_has_native_bf16
+
+
+@dataclasses.dataclass
+class Capability:
+    name: str
+    present: bool          # installed / detected at all
+    usable: bool           # labkit will use it on this machine
+    version: str = ""
+    detail: str = ""       # what it is used for, or why not and what to install
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _installed(module: str, dist: str) -> str | None:
+    # find_spec, not import: importing unsloth or vllm is slow and patches other libraries.
+    return _version(dist) if importlib.util.find_spec(module) is not None else None
+
+
+def _bitsandbytes(cuda: bool) -> Capability:
+    ver = _installed("bitsandbytes", "bitsandbytes")
+    if ver is None:
+        return Capability("bitsandbytes", False, False, "",
+                          "not installed: pip install 'labkit[gpu]' (4-bit QLoRA, 8-bit optimizers)")
+    try:  # a real 4-bit round trip: catches builds that import but have no kernels for this device
+        import bitsandbytes as bnb
+
+        dev = "cuda" if cuda else "cpu"
+        # bnb prints a notice about optional CPU kernels it could not fetch; the report says what matters.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            layer = bnb.nn.Linear4bit(64, 64, bias=False, quant_type="nf4", compute_dtype=torch.float32).to(dev)
+            layer(torch.randn(2, 64, device=dev))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable", reported verbatim
+        return Capability("bitsandbytes", True, False, ver, f"installed but a 4-bit layer failed: {exc}")
+    where = "CUDA" if cuda else "CPU (slower than GPU, fine for tests and tiny models)"
+    return Capability("bitsandbytes", True, True, ver, f"4-bit NF4 layers run on {where}")
+
+
+def _gpu_only(name: str, module: str, dist: str, extra: str, cuda: bool, cpu_note: str) -> Capability:
+    ver = _installed(module, dist)
+    if ver is None:
+        how = f"pip install 'labkit[{extra}]' on a machine with an NVIDIA GPU"
+        return Capability(name, False, False, "", f"not installed: {how}" + ("" if cuda else f"; {cpu_note}"))
+    if not cuda:
+        return Capability(name, True, False, ver, f"installed, but needs an NVIDIA GPU; {cpu_note}")
+    return Capability(name, True, True, ver, "CUDA device present")
+
+
+def capability_report() -> CapabilityReport:
+    """Probe torch, CUDA/MPS, bf16, triton, bitsandbytes, unsloth and vllm. Takes about a second."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    rows = [Capability("torch", True, True, torch.__version__, f"Python {platform.python_version()}, "
+                       f"{platform.machine()}, {torch.get_num_threads()} CPU threads")]
+    if cuda:
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        rows.append(Capability("cuda", True, True, torch.version.cuda or "", names))
+    else:
+        why = ("torch is a CPU build" if torch.version.cuda is None else "no NVIDIA device visible")
+        rows.append(Capability("cuda", False, False, "", f"{why}: labkit runs on CPU (smoke/cpu presets)"))
+    if mps:
+        rows.append(Capability("mps", True, True, "", "Apple GPU"))
+    if cuda:
+        ok = torch.cuda.is_bf16_supported()
+        rows.append(Capability("bf16", ok, ok, "", "CUDA bf16" if ok else "GPU lacks bf16: fp16 is used"))
+    else:
+        ok = cpu_has_native_bf16()
+        rows.append(Capability("bf16", True, ok, "", "CPU has AVX512-BF16/AMX: bf16 runs ~2x fp32" if ok
+                               else "CPU emulates bf16 (slow): fp32 is used"))
+    tver = _installed("triton", "triton")
+    if tver is None:
+        rows.append(Capability("triton", False, False, "", "not installed (it comes with CUDA torch builds); "
+                               "labkit.kernels fall back to their torch references"))
+    elif cuda:
+        rows.append(Capability("triton", True, True, tver, "GPU kernels"))
+    else:
+        interp = os.environ.get("TRITON_INTERPRET") == "1"
+        rows.append(Capability("triton", True, interp, tver, "interpreter mode (TRITON_INTERPRET=1), slow, "
+                               "for tests" if interp else "no GPU; set TRITON_INTERPRET=1 to run kernels slowly"))
+    rows.append(_bitsandbytes(cuda))
+    rows.append(_gpu_only("unsloth", "unsloth", "unsloth", "gpu", cuda,
+                          "on CPU labkit trains (Q)LoRA with plain PEFT instead"))
+    rows.append(_gpu_only("vllm", "vllm", "vllm", "vllm", cuda,
+                          "PyPI's vllm wheels are CUDA builds; on CPU labkit generates with transformers"))
+    return CapabilityReport(rows)
+
+
+@dataclasses.dataclass
+class CapabilityReport:
+    rows: list[Capability]
+
+    def __getitem__(self, name: str) -> Capability:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, dict]:
+        return {r.name: dataclasses.asdict(r) for r in self.rows}
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        lines = [f"{'':2}{'name':<13}{'present':<9}{'usable':<8}{'version':<16}detail"]
+        for r in self.rows:
+            mark = "✓" if r.usable else "·"
+            lines.append(f"{mark:2}{r.name:<13}{'yes' if r.present else 'no':<9}"
+                         f"{'yes' if r.usable else 'no':<8}{r.version[:15]:<16}{r.detail}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>"
+                       for h in ("", "name", "present", "usable", "version", "detail"))
+        body = ""
+        for r in self.rows:
+            color = "#1a7f37" if r.usable else "#9a6700"
+            cells = ["✓" if r.usable else "·", r.name, "yes" if r.present else "no",
+                     "yes" if r.usable else "no", r.version, r.detail]
+            body += "<tr>" + "".join(f"<td style='padding:2px 8px;color:{color if i == 0 else 'inherit'}'>"
+                                     f"{html.escape(str(c))}</td>" for i, c in enumerate(cells)) + "</tr>"
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

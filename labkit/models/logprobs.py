@@ -1,0 +1,44 @@
+"""The one place that turns logits into per-token and per-sequence log-probabilities.
+
+Every loss in labkit.losses takes log-probs made here, so a fix or a speed-up lands everywhere at once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(label_t | tokens_<t) for each position, 0 where labels == IGNORE_INDEX.
+
+    The naive form is `logits.log_softmax(-1).gather(-1, labels[..., None])[..., 0]`; this computes the
+    same values as `logit[label] - logsumexp(logits)`, which never materialises a [B, T, V] log-softmax
+    copy (the vocabulary is 49k for SmolLM2, so that copy dominates memory).
+
+    Shapes:
+        logits: [B, T, V] predictions for the *next* token at each position (already shifted)
+        labels: [B, T] target ids, IGNORE_INDEX where masked
+        returns: [B, T] float32
+    """
+    mask = labels != IGNORE_INDEX                                   # [B, T]
+    safe = labels.masked_fill(~mask, 0)                             # [B, T]
+    logits = logits.float()
+    picked = logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)      # [B, T]
+    lse = torch.logsumexp(logits, dim=-1)                           # [B, T]
+    return (picked - lse) * mask
+
+
+def shift_for_next_token(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Align a causal LM's logits [B, T, V] with the tokens they predict: drop the last logit and the first label."""
+    return logits[:, :-1, :], labels[:, 1:]
+
+
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, *, average: bool = False) -> torch.Tensor:
+    """Sum (or mean, with average=True) of token log-probs over the unmasked positions. [B, T, V], [B, T] -> [B]."""
+    lp = token_logprobs(logits, labels)                             # [B, T]
+    total = lp.sum(-1)                                              # [B]
+    if not average:
+        return total
+    return total / (labels != IGNORE_INDEX).sum(-1).clamp(min=1)

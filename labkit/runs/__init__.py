@@ -1,0 +1,1 @@
+"""Run bookkeeping: the callback protocol and JSONL logs (callbacks), HTML reports (report)."""

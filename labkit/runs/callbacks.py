@@ -1,0 +1,291 @@
+"""The callback protocol that stages call and dashboards implement, a JSONL logger, and a Trainer adapter.
+
+A stage calls four hooks in order: ``on_start(info)`` once, ``on_step(step, metrics)`` and
+``on_eval(step, metrics)`` as training goes, ``on_end(summary)`` once. A callback implements any
+subset of them; :class:`Callbacks` dispatches to whichever exist. Metrics reach callbacks as plain
+Python floats, whatever the stage computed them as (tensor, numpy scalar, int).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from transformers import TrainerCallback
+
+from labkit.errors import DataError
+
+HOOKS = ("on_start", "on_step", "on_eval", "on_end")
+
+
+@runtime_checkable
+class Callback(Protocol):
+    """What a stage calls. ``on_start(info: dict)`` is optional too and not part of the check."""
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_end(self, summary: dict) -> None: ...
+
+
+def to_float(value: Any) -> float | None:
+    """A scalar (Python number, numpy scalar, one-element tensor or array) as a float; None otherwise."""
+    if isinstance(value, numbers.Real):  # also bool, int and numpy scalars
+        return float(value)
+    # Tensors and numpy arrays: only a single element is a metric; .numel()/.size says how many.
+    size = getattr(value, "numel", None)
+    size = size() if callable(size) else getattr(value, "size", None)
+    if size == 1 and hasattr(value, "item"):
+        return float(value.item())
+    return None
+
+
+def scalar_metrics(metrics: dict[str, Any], *, strict: bool = True) -> dict[str, float]:
+    """Metrics as ``{name: float}``. Non-scalar values raise TypeError, or are dropped when not ``strict``."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        number = to_float(value)
+        if number is not None:
+            out[str(key)] = number
+        elif strict:
+            raise TypeError(
+                f"metric '{key}' must be a scalar number, got {type(value).__name__}: {value!r:.80}"
+            )
+    return out
+
+
+class Callbacks:
+    """Dispatches each hook to every callback that defines it, in order, with metrics as floats.
+
+    Accepts an iterable of callbacks, a single callback, or another ``Callbacks`` (flattened), so a
+    stage can wrap whatever ``callbacks=`` argument it was given.
+    """
+
+    def __init__(self, callbacks: Iterable[object] | object | None = ()):
+        if callbacks is None:
+            callbacks = ()
+        elif any(hasattr(callbacks, hook) for hook in HOOKS) and not isinstance(callbacks, Callbacks):
+            callbacks = [callbacks]
+        self._items: list[object] = []
+        for cb in callbacks:  # type: ignore[union-attr]
+            if isinstance(cb, Callbacks):
+                self._items.extend(cb)
+            elif any(callable(getattr(cb, hook, None)) for hook in HOOKS):
+                self._items.append(cb)
+            else:
+                # A bare function or a typo'd class would otherwise be ignored without a word.
+                raise TypeError(f"{cb!r} is not a callback: it defines none of {', '.join(HOOKS)}")
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self._items:
+            method = getattr(cb, hook, None)
+            if callable(method):
+                method(*args)
+
+    def on_start(self, info: dict) -> None:
+        self._call("on_start", dict(info))
+
+    def on_step(self, step: int, metrics: dict[str, Any]) -> None:
+        self._call("on_step", int(step), scalar_metrics(metrics))
+
+    def on_eval(self, step: int, metrics: dict[str, Any]) -> None:
+        self._call("on_eval", int(step), scalar_metrics(metrics))
+
+    def on_end(self, summary: dict) -> None:
+        self._call("on_end", dict(summary))
+
+
+# JSON has no NaN or Infinity; these strings stand in for them and read_jsonl turns them back.
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _jsonable(value: Any) -> Any:
+    """Value ready for strict JSON: non-finite floats as strings, scalars as floats, containers walked."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    number = to_float(value)
+    if number is None:
+        return str(value)
+    if math.isfinite(number):
+        return number
+    return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+
+
+def _restore(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NONFINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+class JsonlLogger:
+    """Writes one JSON object per event to ``path``: ``{"event", "step", "time", **metrics}``.
+
+    Each line is written and flushed as the event happens (the file is opened per event), so a run
+    that crashes keeps everything it logged. Non-finite floats are stored as the strings ``"nan"``,
+    ``"inf"``, ``"-inf"``; :func:`read_jsonl` turns them back into floats. The ``event``, ``step`` and
+    ``time`` fields win over metrics of the same name. ``start``/``end`` events take their step from
+    ``info["global_step"]`` / ``summary["global_step"]`` when present.
+    """
+
+    def __init__(self, path: str | Path, *, append: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not append:
+            self.path.write_text("", encoding="utf-8")
+
+    def _write(self, event: str, step: int | None, fields: dict) -> None:
+        record = {**_jsonable(fields), "event": event, "step": step, "time": time.time()}
+        line = json.dumps(record, allow_nan=False, ensure_ascii=False)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def on_start(self, info: dict) -> None:
+        self._write("start", info.get("global_step"), info)
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self._write("step", step, metrics)
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self._write("eval", step, metrics)
+
+    def on_end(self, summary: dict) -> None:
+        self._write("end", summary.get("global_step"), summary)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The events a :class:`JsonlLogger` wrote, with ``"nan"``/``"inf"``/``"-inf"`` back as floats.
+
+    A last line cut short by a crash mid-write is skipped; a bad line elsewhere raises DataError.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    events = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            events.append(_restore(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                break
+            raise DataError(str(path), i, None, f"not a JSON object ({exc.msg})") from exc
+    return events
+
+
+def metrics_frame(events: Iterable[dict], event: str = "step") -> dict[str, list[float]]:
+    """Columns ``{"step": [...], metric: [...]}`` for the events of one kind, for plotting without pandas.
+
+    Every column has one entry per event; a metric an event lacks is nan there (plotly draws a gap).
+    Non-numeric fields are left out.
+    """
+    rows = [e for e in events if e.get("event") == event]
+    keys: dict[str, None] = {"step": None}  # ordered set: first-seen order keeps plots stable
+    for row in rows:
+        keys.update((k, None) for k, v in row.items() if k != "event" and to_float(v) is not None)
+    frame: dict[str, list[float]] = {}
+    for key in keys:
+        column = [to_float(row.get(key)) for row in rows]
+        frame[key] = [math.nan if v is None else v for v in column]
+    return frame
+
+
+class TrainerCallbackAdapter(TrainerCallback):
+    """Turns a ``transformers.Trainer``'s callback stream into the labkit protocol.
+
+    - ``on_train_begin`` → ``on_start`` with the schedule (max_steps, num_train_epochs, …);
+    - ``on_log`` → ``on_step`` for training logs (loss, learning_rate, grad_norm, epoch, …), or
+      ``on_eval`` with the ``eval_`` prefix stripped for evaluation logs;
+    - ``on_evaluate`` → ``on_eval`` unless that evaluation was already sent as a log (the Trainer logs
+      evaluation metrics itself before calling it; this covers callers that do not);
+    - the Trainer's final summary log (``train_runtime``, ``train_loss``, …) is not a step: it is
+      held back and merged into ``on_end``, which ``on_train_end`` sends with ``global_step``,
+      ``epoch``, and the last step and eval metrics under ``last_step`` / ``last_eval``.
+
+    Step numbers are ``state.global_step``. Only the main process dispatches, so a multi-GPU run
+    writes one log, not one per rank. Non-scalar log values are dropped.
+    """
+
+    def __init__(self, callbacks: Iterable[object] | object | None = ()):
+        self.callbacks = Callbacks(callbacks)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._last_step: dict[str, float] = {}
+        self._last_eval: dict[str, float] = {}
+        self._train_summary: dict[str, float] = {}
+        self._evals_sent: set[tuple[int, frozenset[str]]] = set()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._reset()
+        if state.is_world_process_zero:
+            self.callbacks.on_start(
+                {
+                    "global_step": state.global_step,
+                    "max_steps": state.max_steps,
+                    "num_train_epochs": state.num_train_epochs,
+                    "train_batch_size": state.train_batch_size,
+                    "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                    "learning_rate": args.learning_rate,
+                    "logging_steps": state.logging_steps,
+                    "eval_steps": state.eval_steps,
+                    "output_dir": str(args.output_dir),
+                }
+            )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        metrics = scalar_metrics(logs, strict=False)
+        if "train_runtime" in metrics:
+            self._train_summary = metrics
+        elif any(key.startswith("eval_") for key in metrics):
+            self._send_eval(state.global_step, metrics)
+        else:
+            self._last_step = metrics
+            self.callbacks.on_step(state.global_step, metrics)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.is_world_process_zero and metrics:
+            self._send_eval(state.global_step, scalar_metrics(metrics, strict=False))
+
+    def _send_eval(self, step: int, metrics: dict[str, float]) -> None:
+        # The same evaluation arrives twice (as a log and through on_evaluate); its step and metric
+        # names identify it. `epoch` is left out of the key because Trainer.log adds it to one copy.
+        key = (step, frozenset(metrics) - {"epoch"})
+        if key in self._evals_sent:
+            return
+        self._evals_sent.add(key)
+        metrics = {name.removeprefix("eval_"): value for name, value in metrics.items()}
+        self._last_eval = metrics
+        self.callbacks.on_eval(step, metrics)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.callbacks.on_end(
+                {
+                    "global_step": state.global_step,
+                    "epoch": state.epoch,
+                    **self._train_summary,
+                    "last_step": dict(self._last_step),
+                    "last_eval": dict(self._last_eval),
+                }
+            )

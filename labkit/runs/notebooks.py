@@ -1,0 +1,75 @@
+"""Headless notebook runs with papermill: the tour, the notebook tests and the nightly job all use this."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+from typing import Any
+
+NOTEBOOKS_DIR = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+@dataclasses.dataclass
+class NotebookRun:
+    source: pathlib.Path
+    output: pathlib.Path
+    seconds: float
+    ok: bool
+    error: str = ""
+
+
+def list_notebooks(folder: pathlib.Path = NOTEBOOKS_DIR) -> list[pathlib.Path]:
+    """The curated notebooks, in their numbered order."""
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def strip_widget_state(nb) -> int:
+    """Drop widget state and widget-view outputs (each figure's state is MBs and replays nothing
+    headless); the static fallbacks every labkit widget also emits stay. Returns outputs removed."""
+    nb.metadata.pop("widgets", None)
+    removed = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_MIME in data:
+                del data[WIDGET_MIME]
+                removed += 1
+        cell["outputs"] = [o for o in cell.get("outputs", []) if o.get("output_type") != "display_data"
+                           or o.get("data")]
+    return removed
+
+
+def run_notebook(path: str | os.PathLike, *, out_dir: str | os.PathLike, preset: str = "cpu-smoke",
+                 parameters: dict[str, Any] | None = None, timeout: int = 600,
+                 raise_on_error: bool = True) -> NotebookRun:
+    """Execute one notebook with papermill (PRESET injected into its `parameters` cell).
+
+    The executed copy lands in out_dir with widget state stripped. With raise_on_error=False a failed
+    run returns ok=False and the error text instead of raising.
+    """
+    import nbformat
+    import papermill as pm
+
+    src = pathlib.Path(path).resolve()
+    out = pathlib.Path(out_dir).resolve() / src.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    params = {"PRESET": preset, **(parameters or {})}
+    start = time.perf_counter()
+    error = ""
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
+                            cwd=str(src.parent), execution_timeout=timeout, progress_bar=False,
+                            log_output=False)
+    except Exception as exc:  # papermill wraps cell errors; keep the message, decide below
+        error = f"{type(exc).__name__}: {exc}"
+        if raise_on_error:
+            raise
+    finally:
+        if out.exists():
+            nb = nbformat.read(out, as_version=4)
+            strip_widget_state(nb)
+            nbformat.write(nb, out)
+    return NotebookRun(src, out, time.perf_counter() - start, not error, error)

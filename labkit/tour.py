@@ -1,0 +1,165 @@
+"""`labkit tour`: the post-training chain run headless on one model, written up as one HTML report.
+
+Each stage is a function `(ctx, report) -> metrics` appended to STAGES; later stages (SFT, preference,
+RL, evaluation…) add themselves here and read what earlier ones left in `ctx`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import torch
+
+from labkit.config import SetupConfig, TourConfig
+from labkit.runs.report import Report
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TourContext:
+    cfg: TourConfig
+    out_dir: pathlib.Path
+    model: Any = None
+    tokenizer: Any = None
+    results: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+
+def stage_setup(ctx: TourContext, report: Report) -> dict:
+    """Capabilities, model load, chat template and masks, baseline generations and probe losses."""
+    from labkit.data.chat import assistant_mask, render
+    from labkit.data.samples import load_sample
+    from labkit.models import capability_report, generate, load_model
+
+    cfg = SetupConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model)
+    caps = capability_report()
+    report.section("Machine", "What labkit found on this machine and what it will use.")
+    report.table([{"": "✓" if c.usable else "·", "name": c.name, "present": c.present, "usable": c.usable,
+                   "version": c.version, "detail": c.detail} for c in caps.rows])
+
+    start = time.perf_counter()
+    ctx.model, ctx.tokenizer = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    load_s = time.perf_counter() - start
+    model, tok = ctx.model, ctx.tokenizer
+    n_params = sum(p.numel() for p in model.parameters())
+    report.section("Model", f"`{cfg.model}` loaded offline.")
+    report.metrics({"load seconds": load_s, "parameters (M)": n_params / 1e6, "dtype": str(model.dtype),
+                    "device": str(model.device), "vocabulary": len(tok)})
+
+    convo = [{"role": "user", "content": "What is 3 + 4?"}, {"role": "assistant", "content": "3 + 4 = 7."}]
+    ids, mask = assistant_mask(tok, convo)
+    report.section("Chat template and loss mask",
+                   "The conversation as the model sees it. SFT trains only on the assistant's tokens "
+                   f"({sum(mask)} of {len(ids)} here), the end-of-turn token included.")
+    report.generations([{"templated": render(tok, convo),
+                         "trained tokens": "".join(tok.decode([i]) for i, m in zip(ids, mask) if m)}])
+
+    rows = load_sample("sft_format", split="heldout")[: cfg.n_baseline_prompts]
+    prompts = [[m for m in r["messages"] if m["role"] != "assistant"] for r in rows]
+    start = time.perf_counter()
+    outs = generate(model, tok, prompts, max_new_tokens=cfg.max_new_tokens)
+    gen_s = time.perf_counter() - start
+    new_tokens = sum(len(o.token_ids) for o in outs)
+    report.section("Baseline generations", "Greedy replies before any training, next to the format that the "
+                   "SFT stage teaches.")
+    report.generations([{"prompt": r["messages"][-2]["content"], "model": o.text,
+                         "target": r["messages"][-1]["content"]} for r, o in zip(rows, outs)])
+
+    probe = probe_losses(model, tok, load_sample("general_prompts"))
+    report.section("Forgetting probe (baseline)",
+                   "Mean per-token loss of short reference answers to general questions. Later stages are "
+                   "scored on the same probe: a rise means the model forgot some of what it knew.")
+    report.figure(_bar([p["prompt"][:40] for p in probe], [p["loss"] for p in probe],
+                       "per-token loss on reference answers (lower is better)"))
+    mean_probe = sum(p["loss"] for p in probe) / len(probe)
+    metrics = {"load_seconds": load_s, "generate_tokens_per_s": new_tokens / gen_s, "probe_loss": mean_probe}
+    report.metrics(metrics, caption="setup metrics")
+    return metrics
+
+
+@torch.inference_mode()
+def probe_losses(model, tok, rows: list[dict]) -> list[dict]:
+    """Per-token loss of each row's assistant turn given the turns before it (conversational rows:
+    `messages`, or `prompt` + `completion` message lists)."""
+    from labkit.data.chat import assistant_mask
+    from labkit.models.logprobs import IGNORE_INDEX, sequence_logprobs, shift_for_next_token
+
+    out = []
+    for row in rows:
+        msgs = row["messages"] if "messages" in row else row["prompt"] + row["completion"]
+        ids, mask = assistant_mask(tok, msgs)
+        input_ids = torch.tensor([ids], device=model.device)
+        labels = input_ids.masked_fill(torch.tensor([mask], device=model.device) == 0, IGNORE_INDEX)
+        logits, labels = shift_for_next_token(model(input_ids).logits, labels)
+        loss = -sequence_logprobs(logits, labels, average=True).item()
+        out.append({"prompt": msgs[-2]["content"], "loss": loss})
+    return out
+
+
+def stage_notebooks(ctx: TourContext, report: Report) -> dict:
+    """Execute every curated notebook headless (papermill) in the notebook preset."""
+    from labkit.runs.notebooks import list_notebooks, run_notebook
+
+    runs = [run_notebook(nb, out_dir=ctx.out_dir / "notebooks", preset=ctx.cfg.notebook_preset,
+                         raise_on_error=False) for nb in list_notebooks()]
+    report.section("Notebooks", f"Each notebook executed headless with papermill, preset "
+                   f"`{ctx.cfg.notebook_preset}`. The executed copies sit next to this report.")
+    report.table([{"notebook": r.source.name, "ok": r.ok, "seconds": round(r.seconds, 1),
+                   "output": str(r.output.relative_to(ctx.out_dir)), "error": r.error[-300:]} for r in runs])
+    failed = [r.source.name for r in runs if not r.ok]
+    if failed:
+        raise TourError(f"notebooks failed: {', '.join(failed)} (see {ctx.out_dir / 'notebooks'})")
+    return {"notebooks": len(runs), "notebook_seconds": sum(r.seconds for r in runs)}
+
+
+STAGES: list[tuple[str, Callable[[TourContext, Report], dict]]] = [
+    ("setup", stage_setup),
+    ("notebooks", stage_notebooks),
+]
+
+
+class TourError(RuntimeError):
+    """A tour stage failed; the partial report was still written."""
+
+
+def run_tour(cfg: TourConfig | None = None) -> pathlib.Path:
+    """Run every stage in order and write report.html; returns its path (written even if a stage fails)."""
+    import os
+
+    # The tour is the offline path: make any accidental hub access fail fast instead of hanging.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = cfg or TourConfig()
+    out_dir = pathlib.Path(cfg.out_dir) / f"tour-{datetime.now():%Y%m%d-%H%M%S}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = TourContext(cfg, out_dir)
+    report = Report("labkit tour", meta={"preset": cfg.preset, "model": cfg.model, "torch": torch.__version__})
+    timings = []
+    try:
+        for name, stage in STAGES:
+            if name == "notebooks" and not cfg.run_notebooks:
+                continue
+            log.info("tour stage: %s", name)
+            print(f"[tour] {name} …", flush=True)
+            start = time.perf_counter()
+            ctx.results[name] = stage(ctx, report)
+            timings.append({"stage": name, "seconds": round(time.perf_counter() - start, 1)})
+            print(f"[tour] {name} done in {timings[-1]['seconds']} s", flush=True)
+    finally:
+        report.section("Timings", "Wall-clock seconds per stage on this machine.")
+        report.table(timings)
+        path = report.save(out_dir / "report.html")
+    return path
+
+
+def _bar(labels: list[str], values: list[float], title: str):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Bar(x=values, y=labels, orientation="h"))
+    fig.update_layout(title=title, height=max(300, 22 * len(labels)), margin={"l": 260, "r": 20, "t": 40, "b": 30})
+    return fig

@@ -1,0 +1,46 @@
+"""Kind detection from a row's fields, and kind names."""
+
+from __future__ import annotations
+
+import pytest
+
+from labkit.data import Kind, detect_kind, is_conversational
+from labkit.data.types import as_kind
+from labkit.errors import ConfigError, DataError
+
+MSG = [{"role": "user", "content": "q"}]
+
+
+@pytest.mark.parametrize(
+    ("row", "kind"),
+    [
+        ({"text": "t"}, Kind.LANGUAGE_MODELING),
+        ({"prompt": "p", "completion": "c"}, Kind.PROMPT_COMPLETION),
+        ({"prompt": MSG, "completion": MSG}, Kind.PROMPT_COMPLETION),
+        ({"messages": MSG, "text": "also here"}, Kind.CONVERSATIONAL),
+        ({"prompt": "p", "chosen": "a", "rejected": "b"}, Kind.PREFERENCE),
+        ({"prompt": "p", "completion": "c", "label": False}, Kind.UNPAIRED_PREFERENCE),
+        ({"prompt": "p", "answer": "4", "split": "train"}, Kind.PROMPT_ANSWER),
+        ({"prompt": "p", "completion": "c", "answer": "4"}, Kind.PROMPT_COMPLETION),
+        ({"text": "t", "messages": None}, Kind.LANGUAGE_MODELING),  # None = absent, as HF datasets fill it
+    ],
+)
+def test_detect_kind(row, kind):
+    assert detect_kind(row) is kind
+
+
+def test_undetectable_row_lists_fields_and_kinds(assert_names):
+    with pytest.raises(DataError) as info:
+        detect_kind({"question": "q"}, source="f.jsonl", index=4)
+    assert_names(info.value, "f.jsonl", 4, None)
+    assert "['question']" in str(info.value) and "prompt_answer: prompt, answer" in str(info.value)
+    with pytest.raises(DataError, match="expected a dict"):
+        detect_kind(["text"])
+
+
+def test_kind_names_and_conversational_form():
+    assert as_kind("preference") is Kind.PREFERENCE and as_kind(Kind.CONVERSATIONAL) is Kind.CONVERSATIONAL
+    with pytest.raises(ConfigError, match="known kinds: language_modeling"):
+        as_kind("dpo")
+    assert is_conversational({"prompt": MSG, "answer": "4"})
+    assert not is_conversational({"prompt": "p", "answer": "4"})
