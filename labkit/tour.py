@@ -135,7 +135,7 @@ def run_tour(cfg: TourConfig | None = None) -> pathlib.Path:
     # The tour is the offline path: make any accidental hub access fail fast instead of hanging.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = cfg or TourConfig()
-    out_dir = pathlib.Path(cfg.out_dir) / f"tour-{datetime.now():%Y%m%d-%H%M%S}"
+    out_dir = pathlib.Path(cfg.out_dir).resolve() / f"tour-{datetime.now():%Y%m%d-%H%M%S}"
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = TourContext(cfg, out_dir)
     report = Report("labkit tour", meta={"preset": cfg.preset, "model": cfg.model, "torch": torch.__version__})

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import re
 import subprocess
-import tomllib
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pytest itself depends on tomli there
+    import tomli as tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -44,7 +49,7 @@ def test_pyproject_lists_every_package():
 
 def test_every_module_has_a_docstring():
     for path in [*ROOT.glob("labkit/**/*.py"), *ROOT.glob("kernels/**/*.py")]:
-        doc = __import__("ast").get_docstring(__import__("ast").parse(path.read_text()))
+        doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc and doc.strip(), f"{path.relative_to(ROOT)} has no module docstring"
 
 

@@ -1,8 +1,8 @@
 """Loading models (embedded, hub id, local dir, tiny random), device/dtype policy and capabilities."""
 
 from labkit.models.capabilities import Capability, CapabilityReport, capability_report
-from labkit.models.generate import Generation, chat, generate
 from labkit.models.device import cpu_has_native_bf16, resolve_device, resolve_dtype
+from labkit.models.generate import Generation, chat, generate
 from labkit.models.loading import (
     EMBEDDED,
     ModelLoadError,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
-import io
 import importlib.metadata as md
 import importlib.util
+import logging
 import os
 import platform
 
@@ -37,19 +36,29 @@ def _installed(module: str, dist: str) -> str | None:
     return _version(dist) if importlib.util.find_spec(module) is not None else None
 
 
+def import_bitsandbytes():
+    """Import bitsandbytes without its import-time warning about optional hub-hosted CPU kernels
+    (it would fetch them from a model hub; labkit never does, and the built-in CPU path works)."""
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import bitsandbytes
+    finally:
+        logger.setLevel(level)
+    return bitsandbytes
+
+
 def _bitsandbytes(cuda: bool) -> Capability:
     ver = _installed("bitsandbytes", "bitsandbytes")
     if ver is None:
         return Capability("bitsandbytes", False, False, "",
                           "not installed: pip install 'labkit[gpu]' (4-bit QLoRA, 8-bit optimizers)")
     try:  # a real 4-bit round trip: catches builds that import but have no kernels for this device
-        import bitsandbytes as bnb
-
+        bnb = import_bitsandbytes()
         dev = "cuda" if cuda else "cpu"
-        # bnb prints a notice about optional CPU kernels it could not fetch; the report says what matters.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            layer = bnb.nn.Linear4bit(64, 64, bias=False, quant_type="nf4", compute_dtype=torch.float32).to(dev)
-            layer(torch.randn(2, 64, device=dev))
+        layer = bnb.nn.Linear4bit(64, 64, bias=False, quant_type="nf4", compute_dtype=torch.float32).to(dev)
+        layer(torch.randn(2, 64, device=dev))
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable", reported verbatim
         return Capability("bitsandbytes", True, False, ver, f"installed but a 4-bit layer failed: {exc}")
     where = "CUDA" if cuda else "CPU (slower than GPU, fine for tests and tiny models)"
