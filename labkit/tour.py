@@ -34,7 +34,7 @@ class TourContext:
 def stage_setup(ctx: TourContext, report: Report) -> dict:
     """Capabilities, model load, chat template and masks, baseline generations and probe losses."""
     from labkit.data.chat import assistant_mask, render
-    from labkit.data.samples import load_sample
+    from labkit.data.samples import extract_answer, format_ok, load_sample
     from labkit.models import capability_report, generate, load_model
 
     cfg = SetupConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model)
@@ -78,7 +78,9 @@ def stage_setup(ctx: TourContext, report: Report) -> dict:
     report.figure(_bar([p["prompt"][:40] for p in probe], [p["loss"] for p in probe],
                        "per-token loss on reference answers (lower is better)"))
     mean_probe = sum(p["loss"] for p in probe) / len(probe)
-    metrics = {"load_seconds": load_s, "generate_tokens_per_s": new_tokens / gen_s, "probe_loss": mean_probe}
+    metrics = {"load_seconds": load_s, "generate_tokens_per_s": new_tokens / gen_s, "probe_loss": mean_probe,
+               "format_accuracy": sum(format_ok(o.text) for o in outs) / len(outs),
+               "answer_accuracy": sum(extract_answer(o.text) == r["answer"] for r, o in zip(rows, outs)) / len(outs)}
     report.metrics(metrics, caption="setup metrics")
     return metrics
 
