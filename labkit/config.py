@@ -104,8 +104,49 @@ class SetupConfig(Config):
 class TourConfig(Config):
     """`labkit tour`: run the post-training chain headless on one model and write an HTML report."""
 
-    preset: str = field("cpu", "size dial for every stage: cpu-smoke | cpu | gpu-0.5b-qlora")
+    preset: str = field("cpu", "size dial for every stage: cpu-smoke | cpu | gpu-qlora")
     model: str = field("smollm2-135m-instruct", "model every stage starts from")
     out_dir: str = field("reports", "the report goes to <out_dir>/tour-<timestamp>/")
     notebook_preset: str = field("cpu-smoke", "preset the tour executes the notebooks in")
     run_notebooks: bool = field(True, "execute the notebooks with papermill and link the outputs")
+
+
+@dataclasses.dataclass
+class SFTConfig(Config):
+    """Supervised fine-tuning (labkit.stages.sft): full, LoRA or QLoRA on TRL's SFTTrainer."""
+
+    model: str = field("smollm2-135m-instruct", "base model: the embedded default, a local dir or a hub id")
+    data: str = field("sft_format", "a data_samples name or a JSONL path (conversational, prompt-completion or text)")
+    train_split: str = field("train", "rows whose `split` column has this value train ('' = every row)")
+    eval_split: str = field("heldout", "rows held out for eval loss and generation evals ('' = none)")
+    method: str = field("lora", "full | lora | qlora (4-bit NF4 base through bitsandbytes)",
+                        choices=("full", "lora", "qlora"))
+    lora_r: int = field(16, "LoRA rank r")
+    lora_alpha: int = field(32, "LoRA alpha; the update is scaled by alpha / r")
+    lora_dropout: float = field(0.0, "dropout on the LoRA input")
+    target_modules: str = field("all-linear", "'all-linear' or comma-separated module names (q_proj,v_proj)")
+    loss_on: str = field("assistant", "assistant: only the assistant's tokens (completion-only); all: every token",
+                         choices=("assistant", "all"))
+    max_length: int = field(256, "longest templated row in tokens; longer rows are an error, not truncated")
+    padding_free: bool = field(True, "flatten each batch into one sequence with position ids: no pad tokens")
+    packing: bool = field(False, "pack rows into max_length blocks (best-fit decreasing)")
+    max_steps: int = field(60, "optimizer steps")
+    batch_size: int = field(8, "rows per device per step")
+    grad_accum: int = field(1, "gradient accumulation steps")
+    learning_rate: float = field(2e-4, "peak learning rate")
+    lr_scheduler: str = field("cosine", "transformers scheduler name")
+    warmup_ratio: float = field(0.05, "fraction of steps spent warming up")
+    weight_decay: float = field(0.0, "AdamW weight decay")
+    dtype: str = field("auto", "auto (bf16 where native) | float32 | bfloat16 | float16",
+                       choices=("auto", "float32", "bfloat16", "float16"))
+    gradient_checkpointing: bool = field(False, "trade compute for memory; off for small models on CPU")
+    backend: str = field("auto", "auto: Unsloth when on CUDA and installed, else PEFT | peft | unsloth",
+                         choices=("auto", "peft", "unsloth"))
+    eval_every: int = field(0, "eval loss on the held-out rows every N steps (0 = only at the end)")
+    n_eval: int = field(50, "held-out rows scored by generation before and after training")
+    eval_max_new_tokens: int = field(32, "tokens generated per held-out reply")
+    save_every: int = field(0, "checkpoint every N steps for resuming (0 = no checkpoints)")
+    resume: bool = field(False, "resume from the last checkpoint in output_dir")
+    output_dir: str = field("runs/sft", "where checkpoints, the adapter, logs and result.json go")
+    seed: int = field(0, "random seed (data order, LoRA init)")
+    device: str = field("auto", "auto | cpu | cuda | mps")

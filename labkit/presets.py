@@ -2,7 +2,7 @@
 
     cpu-smoke   seconds per stage on a CPU; what CI and papermill smoke runs use
     cpu         real but small runs on the embedded model on a laptop CPU (minutes)
-    gpu-0.5b-qlora  one consumer GPU, a 0.5B model with 4-bit QLoRA
+    gpu-qlora   one consumer GPU (8–24 GB): 4-bit QLoRA, longer runs; pass model= for a 0.5–3B model
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ from labkit.errors import ConfigError
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu-smoke": {
         "SetupConfig": {"max_new_tokens": 24, "n_baseline_prompts": 3},
+        "SFTConfig": {"max_steps": 4, "batch_size": 4, "n_eval": 8, "eval_max_new_tokens": 16},
     },
     "cpu": {
         "SetupConfig": {"max_new_tokens": 64, "n_baseline_prompts": 6},
+        "SFTConfig": {"max_steps": 60, "batch_size": 8, "n_eval": 50},
     },
-    "gpu-0.5b-qlora": {
+    "gpu-qlora": {
         "SetupConfig": {"max_new_tokens": 128, "n_baseline_prompts": 8},
+        "SFTConfig": {"method": "qlora", "max_steps": 300, "batch_size": 16, "max_length": 1024,
+                      "gradient_checkpointing": True, "n_eval": 50, "lora_r": 32, "lora_alpha": 64},
     },
 }
 

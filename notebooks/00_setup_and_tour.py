@@ -26,7 +26,7 @@
 # and shows exactly which tokens a fine-tuning loss will learn from.
 
 # %% tags=["parameters"]
-PRESET = "cpu"  # cpu-smoke | cpu | gpu-0.5b-qlora: the size dial, nothing else changes
+PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora: the size dial, nothing else changes
 MODEL = "smollm2-135m-instruct"  # the embedded default; a local model dir or hub id also works
 
 # %%

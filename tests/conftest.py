@@ -26,3 +26,15 @@ def tiny(tokenizer):
     from labkit.models import tiny_model
 
     return tiny_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """A tiny random model saved as a local model dir, so stages can load it by path like any model."""
+    from labkit.models import tiny_model
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    model, _ = tiny_model(tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

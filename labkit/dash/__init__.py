@@ -1,6 +1,9 @@
 """Widgets and dashboards for the notebooks. They observe runs and models; nothing in labkit imports them."""
 
 from labkit.dash.chat import ChatBox
+from labkit.dash.live import PREFERENCE_PANELS, RL_PANELS, SFT_PANELS, LiveDashboard, Panel
+from labkit.dash.lora import lora_math, lora_math_widget, scale_slider
 from labkit.dash.tokens import token_view
 
-__all__ = ["ChatBox", "token_view"]
+__all__ = ["PREFERENCE_PANELS", "RL_PANELS", "SFT_PANELS", "ChatBox", "LiveDashboard", "Panel", "lora_math",
+           "lora_math_widget", "scale_slider", "token_view"]

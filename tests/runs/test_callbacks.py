@@ -14,10 +14,10 @@ from labkit.runs.callbacks import (
     Callback,
     Callbacks,
     JsonlLogger,
-    TrainerCallbackAdapter,
     metrics_frame,
     read_jsonl,
 )
+from labkit.runs.trainer_adapter import TrainerCallbackAdapter
 
 
 class Recorder:

@@ -1,0 +1,1 @@
+"""Evaluation: probes used during and after training (format accuracy, forgetting)."""

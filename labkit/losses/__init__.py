@@ -1,0 +1,1 @@
+"""Loss reference implementations: pure functions of logits or log-probs returning (loss, metrics)."""

@@ -1,0 +1,95 @@
+"""Adapter from a transformers Trainer's callback stream to labkit's callback protocol.
+
+Kept apart from labkit.runs.callbacks so that dashboards can import the protocol without transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from transformers import TrainerCallback
+
+from labkit.runs.callbacks import Callbacks, scalar_metrics
+
+
+class TrainerCallbackAdapter(TrainerCallback):
+    """Turns a ``transformers.Trainer``'s callback stream into the labkit protocol.
+
+    - ``on_train_begin`` → ``on_start`` with the schedule (max_steps, num_train_epochs, …);
+    - ``on_log`` → ``on_step`` for training logs (loss, learning_rate, grad_norm, epoch, …), or
+      ``on_eval`` with the ``eval_`` prefix stripped for evaluation logs;
+    - ``on_evaluate`` → ``on_eval`` unless that evaluation was already sent as a log (the Trainer logs
+      evaluation metrics itself before calling it; this covers callers that do not);
+    - the Trainer's final summary log (``train_runtime``, ``train_loss``, …) is not a step: it is
+      held back and merged into ``on_end``, which ``on_train_end`` sends with ``global_step``,
+      ``epoch``, and the last step and eval metrics under ``last_step`` / ``last_eval``.
+
+    Step numbers are ``state.global_step``. Only the main process dispatches, so a multi-GPU run
+    writes one log, not one per rank. Non-scalar log values are dropped.
+    """
+
+    def __init__(self, callbacks: Iterable[object] | object | None = ()):
+        self.callbacks = Callbacks(callbacks)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._last_step: dict[str, float] = {}
+        self._last_eval: dict[str, float] = {}
+        self._train_summary: dict[str, float] = {}
+        self._evals_sent: set[tuple[int, frozenset[str]]] = set()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._reset()
+        if state.is_world_process_zero:
+            self.callbacks.on_start(
+                {
+                    "global_step": state.global_step,
+                    "max_steps": state.max_steps,
+                    "num_train_epochs": state.num_train_epochs,
+                    "train_batch_size": state.train_batch_size,
+                    "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                    "learning_rate": args.learning_rate,
+                    "logging_steps": state.logging_steps,
+                    "eval_steps": state.eval_steps,
+                    "output_dir": str(args.output_dir),
+                }
+            )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        metrics = scalar_metrics(logs, strict=False)
+        if "train_runtime" in metrics:
+            self._train_summary = metrics
+        elif any(key.startswith("eval_") for key in metrics):
+            self._send_eval(state.global_step, metrics)
+        else:
+            self._last_step = metrics
+            self.callbacks.on_step(state.global_step, metrics)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.is_world_process_zero and metrics:
+            self._send_eval(state.global_step, scalar_metrics(metrics, strict=False))
+
+    def _send_eval(self, step: int, metrics: dict[str, float]) -> None:
+        # The same evaluation arrives twice (as a log and through on_evaluate); its step and metric
+        # names identify it. `epoch` is left out of the key because Trainer.log adds it to one copy.
+        key = (step, frozenset(metrics) - {"epoch"})
+        if key in self._evals_sent:
+            return
+        self._evals_sent.add(key)
+        metrics = {name.removeprefix("eval_"): value for name, value in metrics.items()}
+        self._last_eval = metrics
+        self.callbacks.on_eval(step, metrics)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.callbacks.on_end(
+                {
+                    "global_step": state.global_step,
+                    "epoch": state.epoch,
+                    **self._train_summary,
+                    "last_step": dict(self._last_step),
+                    "last_eval": dict(self._last_eval),
+                }
+            )

@@ -1,0 +1,150 @@
+"""SFT stage smoke tests on the tiny model: what trains, what stays frozen, resuming, QLoRA gradients, bad data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import labkit.stages.sft as sft_stage
+from labkit.config import SFTConfig
+from labkit.errors import DataError
+from labkit.runs.callbacks import read_jsonl
+
+pytestmark = pytest.mark.smoke
+
+
+def cfg(tiny_model_dir, tmp_path, **kw) -> SFTConfig:
+    base = dict(model=tiny_model_dir, output_dir=str(tmp_path / "run"), max_steps=3, batch_size=4, n_eval=4,
+                eval_max_new_tokens=8, dtype="float32", learning_rate=1e-2)
+    return SFTConfig.from_preset("cpu-smoke", **{**base, **kw})
+
+
+@pytest.fixture
+def snapshot(monkeypatch):
+    """Capture the model train() builds and a copy of its parameters before any step."""
+    from labkit.models import adapters
+
+    seen, real = {}, adapters.load_for_training
+
+    def wrapped(*a, **k):
+        model, tok, info = real(*a, **k)
+        seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        seen["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
+        return model, tok, info
+
+    # The stage imports load_for_training at call time, so patching the module attribute is enough.
+    monkeypatch.setattr(adapters, "load_for_training", wrapped)
+    return seen
+
+
+def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, snapshot):
+    result = sft_stage.train(cfg(tiny_model_dir, tmp_path, method="lora"))
+    after = dict(result.model.named_parameters())
+    trainable = snapshot["trainable"]
+    assert trainable and all("lora_" in n for n in trainable)
+    for name, before in snapshot["before"].items():
+        changed = not torch.equal(before, after[name].detach())
+        assert changed == (name in trainable), f"{name}: changed={changed}, trainable={name in trainable}"
+    assert (result.adapter_dir / "adapter_config.json").exists()
+    m = result.metrics
+    assert m["steps"] == 3 and m["train_loss"] == m["train_loss"]  # finite
+    assert {"probe_loss", "format_accuracy"} <= set(m["before"]) and "eval_loss" in m["after"]
+    steps = [e for e in read_jsonl(result.log_path) if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(e["loss"] > 0 for e in steps)
+    assert json.loads((result.output_dir / "result.json").read_text())["metrics"]["steps"] == 3
+
+
+def test_full_sft_changes_base_weights(tiny_model_dir, tmp_path, snapshot):
+    result = sft_stage.train(cfg(tiny_model_dir, tmp_path, method="full"))
+    after = dict(result.model.named_parameters())
+    changed = [n for n, b in snapshot["before"].items() if not torch.equal(b, after[n].detach())]
+    assert "model.layers.0.self_attn.q_proj.weight" in changed
+    assert len(changed) == len(snapshot["before"])  # every weight moves under full fine-tuning
+    assert (result.output_dir / "model" / "model.safetensors").exists()
+
+
+class Kill:
+    """Simulates a crash: raises once the trainer logs step `at` (after checkpoint `at - 1` was saved)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step(self, step, metrics):
+        if step == self.at:
+            raise KeyboardInterrupt(f"killed at step {step}")
+
+
+def test_resume_gives_the_same_loss_curve(tiny_model_dir, tmp_path):
+    straight = sft_stage.train(cfg(tiny_model_dir, tmp_path / "a", max_steps=6, save_every=3))
+    ref = {e["step"]: e["loss"] for e in read_jsonl(straight.log_path) if e["event"] == "step"}
+
+    c = cfg(tiny_model_dir, tmp_path / "b", max_steps=6, save_every=3)
+    with pytest.raises(KeyboardInterrupt):
+        sft_stage.train(c, callbacks=[Kill(at=5)])
+    resumed = sft_stage.train(c.replace(resume=True))
+    got = {e["step"]: e["loss"] for e in read_jsonl(resumed.log_path) if e["event"] == "step"}  # last wins
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        assert got[step] == pytest.approx(ref[step], rel=1e-5), f"step {step}"
+
+
+def test_resume_without_checkpoint_is_a_config_error(tiny_model_dir, tmp_path):
+    with pytest.raises(Exception, match="resume.*no checkpoint"):
+        sft_stage.train(cfg(tiny_model_dir, tmp_path, resume=True))
+
+
+def test_bad_row_fails_before_any_model_is_loaded(tiny_model_dir, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}] * 3
+    rows.append({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]})
+    bad.write_text("\n".join(json.dumps(r) for r in rows))
+    from labkit.models import adapters
+
+    monkeypatch.setattr(adapters, "load_for_training", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(DataError, match=r"bad.jsonl, row 3, field 'messages\[1\].content'"):
+        sft_stage.train(cfg(tiny_model_dir, tmp_path, data=str(bad)))
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def _lora_grads(model, tok) -> dict[str, bool]:
+    """Which LoRA tensors get a non-zero gradient on the second of two SGD steps (on the first, every
+    lora_A's gradient is zero by construction: lora_B starts at zero)."""
+    batch = tok(["a short training example"], return_tensors="pt")
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        grads = {n: p.grad is not None and bool(p.grad.abs().sum() > 0)
+                 for n, p in model.named_parameters() if "lora_" in n}
+        opt.step()
+    return grads
+
+
+def test_qlora_every_lora_tensor_gets_a_gradient_even_after_generate(tiny_model_dir):
+    from labkit.models import generate
+    from labkit.models.adapters import load_for_training
+
+    model, tok, info = load_for_training(tiny_model_dir, method="qlora", lora_r=4, dtype="bfloat16")
+    assert info["backend"] == "peft"
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    model.eval()
+    generate(model, tok, ["hello"], max_new_tokens=4)  # the pitfall: an eval forward before training
+    grads = _lora_grads(model, tok)
+    assert grads and all(grads.values()), [n for n, ok in grads.items() if not ok]
+
+
+def test_without_the_fix_the_pitfall_is_real(tiny_model_dir, monkeypatch):
+    """Control for the test above: on a CPU with AVX512-BF16, skipping keep_4bit_trainable_on_cpu loses
+    gradients after a generate(), so the test above would catch a regression."""
+    from labkit.models import adapters, cpu_has_native_bf16, generate
+
+    if not cpu_has_native_bf16():
+        pytest.skip("bitsandbytes repacks 4-bit weights only on CPUs with AVX512-BF16")
+    monkeypatch.setattr(adapters, "keep_4bit_trainable_on_cpu", lambda model: 0)
+    model, tok, _ = adapters.load_for_training(tiny_model_dir, method="qlora", lora_r=4, dtype="bfloat16")
+    model.eval()
+    generate(model, tok, ["hello"], max_new_tokens=4)
+    assert not all(_lora_grads(model, tok).values())
