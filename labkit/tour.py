@@ -35,6 +35,7 @@ def stage_setup(ctx: TourContext, report: Report) -> dict:
     """Capabilities, model load, chat template and masks, baseline generations and probe losses."""
     from labkit.data.chat import assistant_mask, render
     from labkit.data.samples import extract_answer, format_ok, load_sample
+    from labkit.eval.probes import forgetting_probe
     from labkit.models import capability_report, generate, load_model
 
     cfg = SetupConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model)
@@ -71,7 +72,7 @@ def stage_setup(ctx: TourContext, report: Report) -> dict:
     report.generations([{"prompt": r["messages"][-2]["content"], "model": o.text,
                          "target": r["messages"][-1]["content"]} for r, o in zip(rows, outs)])
 
-    probe = probe_losses(model, tok, load_sample("general_prompts"))
+    probe = forgetting_probe(model, tok)["per_prompt"]
     report.section("Forgetting probe (baseline)",
                    "Mean per-token loss of short reference answers to general questions. Later stages are "
                    "scored on the same probe: a rise means the model forgot some of what it knew.")
@@ -85,23 +86,30 @@ def stage_setup(ctx: TourContext, report: Report) -> dict:
     return metrics
 
 
-@torch.inference_mode()
-def probe_losses(model, tok, rows: list[dict]) -> list[dict]:
-    """Per-token loss of each row's assistant turn given the turns before it (conversational rows:
-    `messages`, or `prompt` + `completion` message lists)."""
-    from labkit.data.chat import assistant_mask
-    from labkit.models.logprobs import IGNORE_INDEX, sequence_logprobs, shift_for_next_token
+def stage_sft(ctx: TourContext, report: Report) -> dict:
+    """LoRA SFT on the format data: held-out format accuracy before/after, next to the forgetting probe."""
+    from labkit.config import SFTConfig
+    from labkit.dash.plots import before_after, loss_curve
+    from labkit.stages.sft import train
 
-    out = []
-    for row in rows:
-        msgs = row["messages"] if "messages" in row else row["prompt"] + row["completion"]
-        ids, mask = assistant_mask(tok, msgs)
-        input_ids = torch.tensor([ids], device=model.device)
-        labels = input_ids.masked_fill(torch.tensor([mask], device=model.device) == 0, IGNORE_INDEX)
-        logits, labels = shift_for_next_token(model(input_ids).logits, labels)
-        loss = -sequence_logprobs(logits, labels, average=True).item()
-        out.append({"prompt": msgs[-2]["content"], "loss": loss})
-    return out
+    ctx.model = None  # the stage loads its own trainable copy; free the setup one first
+    cfg = SFTConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, output_dir=str(ctx.out_dir / "sft"))
+    result = train(cfg)
+    m = result.metrics
+    report.section("SFT (LoRA)", f"{m['steps']} steps of LoRA SFT (r={cfg.lora_r}) via {m['backend']} on the "
+                   "`#### n` answer format. Held-out questions are scored before and after; the forgetting "
+                   "probe shows what the new skill cost.")
+    report.metrics({"format accuracy": f"{m['before']['format_accuracy']:.0%} → {m['after']['format_accuracy']:.0%}",
+                    "answer accuracy": f"{m['before']['answer_accuracy']:.0%} → {m['after']['answer_accuracy']:.0%}",
+                    "probe loss": f"{m['before']['probe_loss']:.3f} → {m['after']['probe_loss']:.3f}",
+                    "held-out eval loss": m["after"].get("eval_loss"), "train seconds": m["train_seconds"],
+                    "tokens/s": m["tokens_per_s"], "trainable params": m["trainable_params"]})
+    report.figure(before_after(m))
+    report.figure(loss_curve(result.log_path, title="SFT training loss"))
+    report.generations([{"prompt": s["prompt"], "before": s["before"], "after": s["after"]}
+                        for s in result.samples[:4]], caption="held-out questions, greedy replies")
+    return {"format_accuracy_before": m["before"]["format_accuracy"],
+            "format_accuracy_after": m["after"]["format_accuracy"], "sft_tokens_per_s": m["tokens_per_s"]}
 
 
 def stage_notebooks(ctx: TourContext, report: Report) -> dict:
@@ -122,6 +130,7 @@ def stage_notebooks(ctx: TourContext, report: Report) -> dict:
 
 STAGES: list[tuple[str, Callable[[TourContext, Report], dict]]] = [
     ("setup", stage_setup),
+    ("sft", stage_sft),
     ("notebooks", stage_notebooks),
 ]
 

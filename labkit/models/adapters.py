@@ -17,12 +17,6 @@ from labkit.models.loading import _quiet_progress, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
 
-if importlib.util.find_spec("bitsandbytes") is not None:
-    # Import it before PEFT/TRL do, so its warning about hub-hosted CPU kernels stays quiet.
-    from labkit.models.capabilities import import_bitsandbytes
-
-    import_bitsandbytes()
-
 LLAMA_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -78,9 +72,8 @@ def keep_4bit_trainable_on_cpu(model) -> int:
     mode on an AVX512-BF16 CPU (a generate() before training does that); afterwards most LoRA tensors
     silently receive no gradient. Turning the fast path off per layer keeps training correct.
     """
-    from labkit.models.capabilities import import_bitsandbytes
+    import bitsandbytes as bnb
 
-    bnb = import_bitsandbytes()
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     for m in layers:
         m.support_avx512bf16_for_cpu = False

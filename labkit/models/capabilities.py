@@ -6,7 +6,6 @@ import dataclasses
 import html
 import importlib.metadata as md
 import importlib.util
-import logging
 import os
 import platform
 
@@ -36,26 +35,14 @@ def _installed(module: str, dist: str) -> str | None:
     return _version(dist) if importlib.util.find_spec(module) is not None else None
 
 
-def import_bitsandbytes():
-    """Import bitsandbytes without its import-time warning about optional hub-hosted CPU kernels
-    (it would fetch them from a model hub; labkit never does, and the built-in CPU path works)."""
-    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        import bitsandbytes
-    finally:
-        logger.setLevel(level)
-    return bitsandbytes
-
-
 def _bitsandbytes(cuda: bool) -> Capability:
     ver = _installed("bitsandbytes", "bitsandbytes")
     if ver is None:
         return Capability("bitsandbytes", False, False, "",
                           "not installed: pip install 'labkit[gpu]' (4-bit QLoRA, 8-bit optimizers)")
     try:  # a real 4-bit round trip: catches builds that import but have no kernels for this device
-        bnb = import_bitsandbytes()
+        import bitsandbytes as bnb
+
         dev = "cuda" if cuda else "cpu"
         layer = bnb.nn.Linear4bit(64, 64, bias=False, quant_type="nf4", compute_dtype=torch.float32).to(dev)
         layer(torch.randn(2, 64, device=dev))

@@ -220,14 +220,33 @@ def _compute_dtype(peft_model: nn.Module) -> torch.dtype:
     return next(p.dtype for p in peft_model.parameters() if p.is_floating_point())
 
 
+def _adapter_dtype(peft_model: nn.Module) -> torch.dtype | None:
+    """The dtype the LoRA A/B weights are stored (and computed) in; None without a LoRA layer."""
+    for layer in _lora_layers(peft_model):
+        for a in layer.active_adapters:
+            if a in layer.lora_A:
+                return layer.lora_A[a].weight.dtype
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # merge / unmerge
 # ---------------------------------------------------------------------------------------------------------------
 
 def _copy(model: nn.Module) -> nn.Module:
+    """A deep copy that computes with its own weights.
+
+    Trainers patch `forward` on the instance (TRL's SFTTrainer wraps it to add a fused LM head; accelerate
+    wraps it for autocast) with closures over the *original* bound forward. deepcopy does not copy
+    closures, so the copy would still run the original model: a merge check would compare the unmerged
+    model with itself and report 0. The copy gets each module's class `forward` back instead.
+    """
     with warnings.catch_warnings():  # deepcopy touches deprecated transformers properties
         warnings.simplefilter("ignore", FutureWarning)
-        return copy.deepcopy(model)
+        work = copy.deepcopy(model)
+    for mod in work.modules():
+        mod.__dict__.pop("forward", None)
+    return work
 
 
 def _dequantized_merge(peft_model: nn.Module) -> nn.Module:
@@ -503,7 +522,9 @@ def merge_safety_check(peft_model: Any, input_ids: torch.Tensor, *, reload_dir: 
     """Does merging change what the model computes? Compares logits of base+adapter (unmerged) with the merge.
 
     - fp32/bf16/fp16 base: unmerged vs `merge(peft_model)`; passes when max |Δlogit| ≤ `threshold`
-      (default `MERGE_TOLERANCE` for the dtype: 1e-4 fp32, 5e-2 bf16, 1e-2 fp16).
+      (default `MERGE_TOLERANCE` for the dtype: 1e-4 fp32, 5e-2 bf16, 1e-2 fp16; the adapters' dtype when
+      that is looser, since the unmerged reference computes B·A·x in it — a bnb 4-bit base on CPU may
+      hold bf16 adapters under an fp32 compute dtype).
     - 4-bit (bnb NF4) base: unmerged vs the full-precision merge dequant(W) + ΔW, which must pass the
       same way; and `rounding_error` = unmerged vs PEFT's in-4-bit merge. That merge dequantises W, adds
       ΔW and re-quantises the sum to NF4: each weight snaps to one of 16 levels per 64-weight block, an
@@ -518,12 +539,18 @@ def merge_safety_check(peft_model: Any, input_ids: torch.Tensor, *, reload_dir: 
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     dtype = _compute_dtype(peft_model)
-    tol = threshold if threshold is not None else MERGE_TOLERANCE.get(dtype, 1e-4)
+    name = str(dtype).removeprefix("torch.")
+    tol = MERGE_TOLERANCE.get(dtype, 1e-4)
+    adapter_dtype = _adapter_dtype(peft_model)
+    if MERGE_TOLERANCE.get(adapter_dtype, 0.0) > tol:
+        # The unmerged reference computes B·A·x in the adapter's (lower) precision; the merge does not.
+        tol, name = MERGE_TOLERANCE[adapter_dtype], f"{name}, {str(adapter_dtype).removeprefix('torch.')} adapters"
+    tol = threshold if threshold is not None else tol
     quant = is_quantized(peft_model)
     ref = _logits(peft_model, input_ids)  # [B, T, V]
     full = merge(peft_model, dequantize=True)
     check = MergeCheck(max_logit_diff=(ref - _logits(full, input_ids)).abs().max().item(), threshold=tol,
-                       dtype=str(dtype).removeprefix("torch."), quantized=quant)
+                       dtype=name, quantized=quant)
     if quant:
         requant = merge(peft_model)  # PEFT's merge into NF4
         _unpack_4bit(requant)

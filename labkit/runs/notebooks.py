@@ -61,7 +61,7 @@ def run_notebook(path: str | os.PathLike, *, out_dir: str | os.PathLike, preset:
     error = ""
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
-                            cwd=str(src.parent), execution_timeout=timeout, progress_bar=False,
+                            cwd=str(out.parent), execution_timeout=timeout, progress_bar=False,
                             log_output=False)
     except Exception as exc:  # papermill wraps cell errors; keep the message, decide below
         error = f"{type(exc).__name__}: {exc}"

@@ -12,8 +12,11 @@ import logging
 import pathlib
 import time
 
+import torch
+
 from labkit.config import SFTConfig
 from labkit.errors import ConfigError
+from labkit.models.logprobs import IGNORE_INDEX, token_logprobs
 from labkit.runs.callbacks import Callbacks, JsonlLogger
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
@@ -22,15 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: SFTConfig, callbacks=()) -> RunResult:
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
 
     from labkit.data.samples import SAMPLES, SAMPLES_DIR
     from labkit.data.tokenize import sft_dataset
     from labkit.eval.probes import forgetting_probe, format_eval
-    from labkit.models import adapters  # first: it quiets bitsandbytes before TRL imports it
+    from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
 
     # 1. setup ------------------------------------------------------------------------------------
@@ -64,46 +65,31 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
 
     # 4. baseline eval ----------------------------------------------------------------------------
     model.eval()
-    before = {"probe_loss": forgetting_probe(model, tok)["probe_loss"]}
+    probe_before = forgetting_probe(model, tok)
+    before, scored_before = {"probe_loss": probe_before["probe_loss"]}, None
     if generation_eval:
-        before.update(_scores(format_eval(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)))
+        scored_before = format_eval(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)
+        before.update(_scores(scored_before))
 
     # 5. trainer ------------------------------------------------------------------------------------
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "metrics.jsonl"
     cbs = Callbacks([JsonlLogger(log_path, append=checkpoint is not None), *Callbacks(callbacks)])
-    bf16 = info["compute_dtype"] == "bfloat16"
-    args = TRLSFTConfig(
-        output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay, bf16=bf16, fp16=info["compute_dtype"] == "float16",
-        activation_checkpointing=cfg.gradient_checkpointing, logging_steps=1, report_to="none",
-        eval_strategy="steps" if cfg.eval_every and eval_ds is not None else "no",
-        eval_steps=cfg.eval_every or None, save_strategy="steps" if cfg.save_every else "no",
-        save_steps=cfg.save_every or 500, seed=cfg.seed, data_seed=cfg.seed, use_cpu=info["device"] == "cpu",
-        dataloader_num_workers=0, padding_free=cfg.padding_free and not cfg.packing, packing=cfg.packing,
-        # Lengths were validated above; TRL's own truncation would only hide a bad row.
-        max_length=cfg.max_length if cfg.packing else None, completion_only_loss=False,
-        # A labkit dashboard brings its own progress bar; without one, keep the trainer's.
-        disable_tqdm=len(cbs) > 1,
-    )
-    with _quiet_datasets():
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                             processing_class=tok, callbacks=[TrainerCallbackAdapter(cbs)])
-    trainer.remove_callback(PrinterCallback)  # metrics go to the JSONL log and dashboards instead
+    trainer = build_trainer(cfg, model, tok, info, train_ds, eval_ds, cbs, out)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
 
     # 6. eval ---------------------------------------------------------------------------------------
     model.eval()
-    after = {"probe_loss": forgetting_probe(model, tok)["probe_loss"]}
-    samples = []
+    probe_after = forgetting_probe(model, tok)
+    after, samples = {"probe_loss": probe_after["probe_loss"]}, []
     if generation_eval:
         scored = format_eval(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)
         after.update(_scores(scored))
-        samples = scored["samples"]
+        samples = [{"prompt": a["prompt"], "target": a["target"], "before": b["reply"], "after": a["reply"],
+                    "format_ok": a["format_ok"], "correct": a["correct"]}
+                   for b, a in zip(scored_before["samples"], scored["samples"])]
     if eval_ds is not None:
         after["eval_loss"] = trainer.evaluate()["eval_loss"]
 
@@ -111,8 +97,10 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
     save_dir = out / ("model" if cfg.method == "full" else "adapter")
     trainer.save_model(str(save_dir))
     tok.save_pretrained(str(save_dir))
-    tokens = int(trainer.state.num_input_tokens_seen or 0) or _count_tokens(train_ds, output.global_step, cfg)
-    metrics = {"before": before, "after": after, "train_loss": output.training_loss,
+    tokens = trained_tokens(trainer, since_step=int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
+    probe = [{"prompt": b["prompt"], "before": b["loss"], "after": a["loss"]}
+             for b, a in zip(probe_before["per_prompt"], probe_after["per_prompt"])]
+    metrics = {"before": before, "after": after, "probe_per_prompt": probe, "train_loss": output.training_loss,
                "steps": output.global_step, "train_seconds": train_seconds,
                "tokens_per_s": tokens / train_seconds if train_seconds else 0.0, **info}
     result = RunResult("sft", out, metrics, cfg.to_dict(), log_path=log_path,
@@ -120,6 +108,76 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
                        samples=samples)
     result.save()
     return result
+
+
+def build_trainer(cfg: SFTConfig, model, tok, info: dict, train_ds, eval_ds, callbacks: Callbacks,
+                  out: pathlib.Path):
+    """TRL's SFTTrainer with labkit's settings: padding-free batches, labkit's own masks and length checks,
+    no activation checkpointing on small models, bf16 where the hardware runs it. bench/sft_throughput.py
+    measures this against TRL's defaults."""
+    from transformers import PrinterCallback
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    args = TRLSFTConfig(
+        output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, bf16=info["compute_dtype"] == "bfloat16",
+        fp16=info["compute_dtype"] == "float16", activation_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=1, report_to="none",
+        eval_strategy="steps" if cfg.eval_every and eval_ds is not None else "no",
+        eval_steps=cfg.eval_every or None, save_strategy="steps" if cfg.save_every else "no",
+        save_steps=cfg.save_every or 500, seed=cfg.seed, data_seed=cfg.seed, use_cpu=info["device"] == "cpu",
+        dataloader_num_workers=0, padding_free=cfg.padding_free and not cfg.packing, packing=cfg.packing,
+        # Lengths were validated up front; TRL's own truncation would only hide a bad row.
+        max_length=cfg.max_length if cfg.packing else None, completion_only_loss=False,
+        # A labkit dashboard brings its own progress bar; without one, keep the trainer's.
+        disable_tqdm=len(callbacks) > 1,
+    )
+    with _quiet_datasets():
+        trainer = _compact_loss_trainer(SFTTrainer)(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
+            callbacks=[TrainerCallbackAdapter(callbacks)])
+    trainer.remove_callback(PrinterCallback)  # metrics go to the JSONL log and dashboards instead
+    return trainer
+
+
+def _compact_loss_trainer(base):
+    """SFTTrainer whose training loss projects only the labelled positions through the LM head.
+
+    The LM head (vocab 49k × hidden) is a fifth of SmolLM2's compute, and most positions are prompt
+    tokens whose logits the loss never uses. TRL skips them only on Triton devices; this does it on
+    every device for padding-free batches (one row) by asking the model for the kept positions'
+    logits (`logits_to_keep` takes an index tensor), then applies labkit's token log-probs. Padded
+    batches and evaluation fall back to TRL's own computation.
+    """
+
+    class CompactLossSFTTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.get("labels")
+            if not model.training or return_outputs or labels is None or labels.shape[0] != 1:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            keep = (labels[0, 1:] != IGNORE_INDEX).nonzero().squeeze(-1)   # [K] positions whose next token counts
+            targets = labels[0, keep + 1]                                   # [K]
+            forward = {k: v for k, v in inputs.items() if k != "labels"}
+            logits = model(**forward, use_cache=False, logits_to_keep=keep).logits[0]  # [K, V]
+            lp = token_logprobs(logits[None], targets[None])[0]             # [K]
+            n = keep.numel() if num_items_in_batch is None else num_items_in_batch
+            loss = -lp.sum() / torch.as_tensor(n, device=lp.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # as TRL does: DDP averages gradients
+            with torch.no_grad():  # the metrics TRL logs, from the kept logits only
+                k = max(keep.numel(), 1)
+                probs = logits.float().softmax(-1)
+                self._metrics["train"]["entropy"].append(float(-(probs * probs.clamp_min(1e-30).log()).sum() / k))
+                self._metrics["train"]["mean_token_accuracy"].append(float((logits.argmax(-1) == targets).sum() / k))
+                self._total_train_tokens += int(forward["position_ids"].shape[1]) if "position_ids" in forward \
+                    else int(forward["attention_mask"].sum())
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return CompactLossSFTTrainer
 
 
 @contextlib.contextmanager
@@ -154,9 +212,11 @@ def _scores(evaluation: dict) -> dict:
     return {k: v for k, v in evaluation.items() if k != "samples"}
 
 
-def _count_tokens(ds, steps: int, cfg: SFTConfig) -> int:
-    """Tokens the optimizer saw, when the trainer did not count them (rows cycle through the epoch)."""
-    lengths = [len(x) for x in ds["input_ids"]]
-    n = steps * cfg.batch_size * cfg.grad_accum
-    return sum(lengths[i % len(lengths)] for i in range(n))
-
+def trained_tokens(trainer, since_step: int = 0) -> int:
+    """Tokens trained on after `since_step` (the step a resumed run started from). TRL logs a cumulative
+    `num_tokens` (pads excluded) with every training log."""
+    counts = [(e["step"], e["num_tokens"]) for e in trainer.state.log_history if "num_tokens" in e and "loss" in e]
+    if not counts:
+        return 0
+    earlier = [n for step, n in counts if step <= since_step]
+    return int(counts[-1][1] - (earlier[-1] if earlier else 0))

@@ -130,6 +130,42 @@ def test_merge_returns_copy_and_merged_context_restores_exactly(tiny):
     assert torch.equal(L._logits(pm, ids), before)
 
 
+def test_merged_copy_runs_its_own_weights_when_forward_was_patched(tiny):
+    """Trainers (TRL's fused LM head, accelerate's autocast) replace `forward` on the instance with a closure
+    over the original model; a deep copy must not keep calling that original, or merge checks compare the
+    unmerged model with itself."""
+    import types
+
+    pm = _peft(tiny[0])
+    inner, calls = pm.get_base_model(), []
+    original = inner.forward
+
+    def patched(self, *args, **kwargs):
+        calls.append(self)
+        return original(*args, **kwargs)
+
+    inner.forward = types.MethodType(patched, inner)
+    ids = _ids()
+    check = L.merge_safety_check(pm, ids)
+    assert check.passed, str(check)
+    assert len(calls) == 1  # the unmerged reference only; the merged copy ran its own forward
+    calls.clear()
+    L._logits(L.merge(pm), ids)
+    assert not calls
+    assert "forward" in inner.__dict__  # the caller's model keeps its patch
+
+
+def test_merge_check_threshold_follows_lower_precision_adapters(tiny):
+    pm = _peft(tiny[0])
+    for m in L._lora_layers(pm):  # fp32 base, bf16 adapters (as PEFT leaves them on a bnb 4-bit base on CPU)
+        m.lora_A.to(torch.bfloat16)
+        m.lora_B.to(torch.bfloat16)
+    check = L.merge_safety_check(pm, _ids())
+    assert check.threshold == L.MERGE_TOLERANCE[torch.bfloat16]
+    assert check.dtype == "float32, bfloat16 adapters" and check.passed, str(check)
+    assert L.merge_safety_check(pm, _ids(), threshold=1e-9).threshold == 1e-9  # an explicit threshold wins
+
+
 # --- scaling ---------------------------------------------------------------------------------------------------
 
 def test_scale_zero_is_base_one_is_adapter_and_idempotent(tiny):

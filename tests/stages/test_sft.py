@@ -148,3 +148,35 @@ def test_without_the_fix_the_pitfall_is_real(tiny_model_dir, monkeypatch):
     model.eval()
     generate(model, tok, ["hello"], max_new_tokens=4)
     assert not all(_lora_grads(model, tok).values())
+
+
+def test_compact_loss_equals_trl_loss_and_gradients(tiny, tmp_path):
+    """labkit's trainer scores only labelled positions; loss and every gradient must equal TRL's."""
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from labkit.data.samples import load_sample
+    from labkit.data.tokenize import sft_dataset
+    from labkit.models.adapters import lora_config
+    from labkit.stages.sft import _compact_loss_trainer
+
+    model, tok = tiny
+    from peft import get_peft_model
+
+    model = get_peft_model(model, lora_config(4, 8, 0.0, "all-linear", seed_init=False))
+    ds = sft_dataset(tok, load_sample("sft_format")[:6])
+    args = TRLSFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=3, report_to="none", use_cpu=True,
+                        bf16=False, padding_free=True, max_length=None, completion_only_loss=False)
+    grads = {}
+    for name, cls in (("trl", SFTTrainer), ("labkit", _compact_loss_trainer(SFTTrainer))):
+        trainer = cls(model=model, args=args, train_dataset=ds, processing_class=tok)
+        batch = next(iter(trainer.get_train_dataloader()))
+        model.train()
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=None)
+        loss.backward()
+        grads[name] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        assert trainer._metrics["train"]["mean_token_accuracy"] and trainer._metrics["train"]["num_tokens"][0] > 0
+    torch.testing.assert_close(grads["labkit"][0], grads["trl"][0], rtol=1e-5, atol=1e-6)
+    for n, g in grads["trl"][1].items():
+        torch.testing.assert_close(grads["labkit"][1][n], g, rtol=1e-4, atol=1e-6)
