@@ -180,3 +180,9 @@ def test_compact_loss_equals_trl_loss_and_gradients(tiny, tmp_path):
     torch.testing.assert_close(grads["labkit"][0], grads["trl"][0], rtol=1e-5, atol=1e-6)
     for n, g in grads["trl"][1].items():
         torch.testing.assert_close(grads["labkit"][1][n], g, rtol=1e-4, atol=1e-6)
+
+
+def test_packing_trains(tiny_model_dir, tmp_path):
+    result = sft_stage.train(cfg(tiny_model_dir, tmp_path, packing=True, max_length=128, n_eval=0))
+    steps = [e for e in read_jsonl(result.log_path) if e["event"] == "step"]
+    assert len(steps) == 3 and all(e["loss"] == e["loss"] and e["loss"] > 0 for e in steps)
