@@ -26,7 +26,8 @@ from labkit.data.samples import load_sample
 from labkit.data.tokenize import sft_dataset
 from labkit.losses.sft import sft_loss
 from labkit.models.adapters import load_for_training, lora_config
-from labkit.models.loading import _quiet_progress, ensure_embedded_cache, load_tokenizer
+from labkit.models.loading import ensure_embedded_cache, load_tokenizer
+from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks
 from labkit.stages.sft import build_trainer, trained_tokens
 
@@ -61,7 +62,7 @@ def run_trl_defaults(cfg: SFTConfig, train_ds, out: str):
     path = ensure_embedded_cache()
     tok = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(cfg.seed)
-    with _quiet_progress():
+    with quiet_progress():
         model = AutoModelForCausalLM.from_pretrained(path)
     model = get_peft_model(model, lora_config(cfg.lora_r, cfg.lora_alpha, 0.0, "all-linear"))
     # Only what must match for a fair comparison is set; everything else stays TRL's default.

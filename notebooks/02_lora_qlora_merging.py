@@ -24,7 +24,7 @@
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora: the size dial, nothing else changes
 MODEL = "smollm2-135m-instruct"  # the embedded default; a local model dir or hub id also works
 DTYPE = "float32"  # base weights for the LoRA runs; "auto" picks bf16 where native (see section 4)
-OUT = "../runs/02_lora"  # runs, adapters and the merged export go here
+OUT = "runs/02_lora"  # runs, adapters and the merged export go here (relative to the working dir)
 
 # %%
 import pandas as pd

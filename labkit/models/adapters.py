@@ -13,7 +13,8 @@ import torch
 
 from labkit.errors import ConfigError, MissingExtraError
 from labkit.models.device import resolve_device, resolve_dtype
-from labkit.models.loading import _quiet_progress, load_tokenizer, resolve_model_path
+from labkit.models.loading import load_tokenizer, resolve_model_path
+from labkit.quiet import quiet_progress
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _load_peft(name, method, r, alpha, dropout, targets, compute_dtype, dev, gra
         kwargs["quantization_config"] = four_bit_config(compute_dtype)
         if dev.type == "cuda":
             kwargs["device_map"] = {"": 0}
-    with _quiet_progress():
+    with quiet_progress():
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if method != "qlora":
         model.to(dev)

@@ -5,7 +5,6 @@ No path here needs the network unless the caller passes a hub id that is not alr
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata as md
 import logging
@@ -19,6 +18,7 @@ import torch
 
 from labkit.errors import LabkitError
 from labkit.models.device import resolve_device, resolve_dtype
+from labkit.quiet import quiet_progress
 
 log = logging.getLogger(__name__)
 
@@ -149,27 +149,13 @@ def load_model(name: str = EMBEDDED, *, device: str = "auto", dtype: str | torch
     path = resolve_model_path(name)
     tok = load_tokenizer(name)
     try:
-        with _quiet_progress():
+        with quiet_progress():
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **from_pretrained_kwargs)
     except OSError as exc:
         raise _hub_error(name, exc) from exc
     model.to(dev)
     model.eval()
     return model, tok
-
-
-@contextlib.contextmanager
-def _quiet_progress():
-    """Hide transformers' per-tensor loading bar (noise in notebooks and logs), then restore it."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _hub_error(name: str, exc: Exception) -> ModelLoadError:

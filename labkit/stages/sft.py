@@ -7,7 +7,6 @@ Sections: 1 setup · 2 data · 3 model · 4 baseline eval · 5 trainer · 6 eval
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import pathlib
 import time
@@ -17,6 +16,7 @@ import torch
 from labkit.config import SFTConfig
 from labkit.errors import ConfigError
 from labkit.models.logprobs import IGNORE_INDEX, token_logprobs
+from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks, JsonlLogger
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
@@ -28,6 +28,7 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
+    from labkit.data.io import load_rows
     from labkit.data.samples import SAMPLES, SAMPLES_DIR
     from labkit.data.tokenize import sft_dataset
     from labkit.eval.probes import forgetting_probe, format_eval
@@ -42,8 +43,6 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
         raise ConfigError("resume", f"no checkpoint to resume from in {out}", config="SFTConfig")
 
     # 2. data: everything is validated (fields, templates, lengths) before a model is loaded -----
-    from labkit.data.io import load_rows
-
     tok = load_tokenizer(cfg.model)
     path = SAMPLES_DIR / f"{cfg.data}.jsonl" if f"{cfg.data}.jsonl" in {s.name for s in SAMPLES} \
         else pathlib.Path(cfg.data)
@@ -135,7 +134,7 @@ def build_trainer(cfg: SFTConfig, model, tok, info: dict, train_ds, eval_ds, cal
         # A labkit dashboard brings its own progress bar; without one, keep the trainer's.
         disable_tqdm=len(callbacks) > 1,
     )
-    with _quiet_datasets():
+    with quiet_progress():
         trainer = _compact_loss_trainer(SFTTrainer)(
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
             callbacks=[TrainerCallbackAdapter(callbacks)])
@@ -178,20 +177,6 @@ def _compact_loss_trainer(base):
             return loss
 
     return CompactLossSFTTrainer
-
-
-@contextlib.contextmanager
-def _quiet_datasets():
-    """No per-map progress bars from `datasets` while TRL prepares the (already small) data."""
-    import datasets
-
-    was = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was:
-            datasets.enable_progress_bars()
 
 
 def _split(rows, cfg: SFTConfig, source: str) -> tuple[list[dict], list[dict]]:
