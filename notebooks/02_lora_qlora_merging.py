@@ -29,7 +29,6 @@ OUT = "runs/02_lora"  # runs, adapters and the merged export go here (relative t
 # %%
 import pandas as pd
 from IPython.display import HTML, Markdown, display
-from peft import PeftModel
 
 from labkit.config import SFTConfig
 from labkit.dash import LiveDashboard, lora_math, lora_math_widget, scale_slider
@@ -121,9 +120,7 @@ print({k: general.metrics[k] for k in ("before", "after", "train_loss", "trainab
 # base. One base model can carry several adapters and switch between them by name:
 
 # %%
-model = PeftModel.from_pretrained(base, fmt.adapter_dir, adapter_name="format")
-model.load_adapter(general.adapter_dir, adapter_name="general")
-model.set_adapter("format")
+model = lora.load_adapters(base, {"format": fmt.adapter_dir, "general": general.adapter_dir})
 fmt.model = general.model = None  # drop the trained copies: `model` holds both adapters now
 print("adapters:", list(model.peft_config), "· active:", model.active_adapter)
 

@@ -61,6 +61,20 @@ def lora_params_for_shapes(shapes: Sequence[tuple[int, int]], r: int) -> int:
     return sum(r * (i + o) for i, o in shapes)
 
 
+def load_adapters(base_model: nn.Module, adapters: dict[str, str | os.PathLike]):
+    """Put several saved adapters on one base model (a PeftModel); the first one named is active."""
+    from peft import PeftModel
+
+    if not adapters:
+        raise ConfigError("adapters", "name at least one adapter directory")
+    (first, first_dir), *rest = adapters.items()
+    model = PeftModel.from_pretrained(base_model, str(first_dir), adapter_name=first)
+    for name, path in rest:
+        model.load_adapter(str(path), adapter_name=name)
+    model.set_adapter(first)
+    return model
+
+
 def _is_4bit(module: nn.Module) -> bool:
     return type(module).__name__ in ("Linear4bit", "LinearNF4", "LinearFP4") and hasattr(module, "quant_state")
 

@@ -305,3 +305,25 @@ def test_merge_check_on_4bit_base_reports_rounding_error(tiny, tmp_path):
     with L.merged(pm):
         assert (L._logits(pm, ids) - before).abs().max() > 1e-4
     assert torch.equal(L._logits(pm, ids), before)
+
+
+def test_load_adapters_puts_several_on_one_base(tiny, tmp_path):
+    from peft import get_peft_model
+
+    from labkit.errors import ConfigError
+    from labkit.models import tiny_model
+    from labkit.models.adapters import lora_config
+    from labkit.models.lora import load_adapters
+
+    model, tok = tiny
+    dirs = {}
+    for name, seed in (("cats", 1), ("dogs", 2)):
+        torch.manual_seed(seed)
+        base, _ = tiny_model(tok)
+        peft = get_peft_model(base, lora_config(4, 8, 0.0, "q_proj,v_proj", seed_init=False))
+        peft.save_pretrained(tmp_path / name)
+        dirs[name] = tmp_path / name
+    both = load_adapters(model, dirs)
+    assert set(both.peft_config) == {"cats", "dogs"} and both.active_adapter == "cats"
+    with pytest.raises(ConfigError, match="adapters"):
+        load_adapters(model, {})
