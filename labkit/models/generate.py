@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from labkit.data.chat import render
+
 Messages = list[dict[str, str]]
 
 
@@ -24,12 +26,7 @@ def as_prompt_text(tokenizer, prompt: str | Messages, *, chat: bool = True) -> s
     if isinstance(prompt, str) and not chat:
         return prompt
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if not getattr(tokenizer, "chat_template", None):
-        from labkit.errors import DataError
-
-        raise DataError(f"tokenizer '{tokenizer.name_or_path}'", None, "chat_template",
-                        "has no chat template; pass chat=False with plain-text prompts or set one")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render(tokenizer, messages, add_generation_prompt=True)  # raises if there is no chat template
 
 
 @torch.inference_mode()
