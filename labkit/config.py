@@ -150,3 +150,94 @@ class SFTConfig(Config):
     output_dir: str = field("runs/sft", "where checkpoints, the adapter, logs and result.json go")
     seed: int = field(0, "random seed (data order, LoRA init)")
     device: str = field("auto", "auto | cpu | cuda | mps")
+
+
+@dataclasses.dataclass
+class RewardConfig(Config):
+    """Reward-model training (labkit.stages.reward): a scalar head on the LM, Bradley-Terry loss, TRL's RewardTrainer."""
+
+    model: str = field("smollm2-135m-instruct", "base model the reward model starts from")
+    data: str = field("preference_pairs", "a data_samples name or a JSONL path of preference rows")
+    train_split: str = field("train", "rows whose `split` column has this value train ('' = every row)")
+    eval_split: str = field("heldout", "rows held out for pairwise accuracy and calibration ('' = none)")
+    length_bias: bool = field(False, "reward-hacking lab: flip the padded pairs so the longer, padded reply wins")
+    method: str = field("lora", "lora | full", choices=("lora", "full"))
+    lora_r: int = field(16, "LoRA rank r")
+    lora_alpha: int = field(32, "LoRA alpha")
+    max_length: int = field(256, "longest templated prompt + reply in tokens; longer rows are an error")
+    max_steps: int = field(60, "optimizer steps")
+    batch_size: int = field(8, "pairs per device per step")
+    grad_accum: int = field(1, "gradient accumulation steps")
+    learning_rate: float = field(2e-4, "peak learning rate")
+    lr_scheduler: str = field("cosine", "transformers scheduler name")
+    warmup_ratio: float = field(0.05, "fraction of steps spent warming up")
+    n_eval: int = field(80, "held-out pairs scored for accuracy and calibration")
+    center_rewards: float = field(0.0, "weight of the (r_c + r_r)² term that keeps rewards near 0 (0 = off)")
+    eval_every: int = field(0, "held-out accuracy every N steps (0 = only at the end)")
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    output_dir: str = field("runs/reward", "where the adapter, logs and result.json go")
+    seed: int = field(0, "random seed (data order, head init)")
+    device: str = field("auto", "auto | cpu | cuda | mps")
+
+
+PREFERENCE_METHODS = ("dpo", "ipo", "hinge", "robust", "simpo", "orpo", "kto")
+
+
+@dataclasses.dataclass
+class PreferenceConfig(Config):
+    """Preference optimisation (labkit.stages.preference): one config for every method of the DPO family."""
+
+    model: str = field("smollm2-135m-instruct", "policy to start from (its adapter-free self is the reference)")
+    method: str = field("dpo", "dpo | ipo | hinge | robust | simpo | orpo | kto", choices=PREFERENCE_METHODS)
+    data: str = field("preference_pairs", "a data_samples name or a JSONL path of preference rows")
+    kinds: str = field("", "keep only rows whose `source_kind` is in this comma list ('' = all rows)")
+    train_split: str = field("train", "rows whose `split` column has this value train ('' = every row)")
+    eval_split: str = field("heldout", "rows held out for preference accuracy ('' = none)")
+    beta: float | None = field(None, "the method's β (None = its usual default: 0.1; SimPO 2.0)")
+    label_smoothing: float = field(0.1, "robust: assumed share of flipped labels ε (0 ≤ ε < 0.5)")
+    simpo_gamma: float = field(0.5, "SimPO target margin γ")
+    lora_r: int = field(16, "LoRA rank r")
+    lora_alpha: int = field(32, "LoRA alpha")
+    max_length: int = field(256, "longest templated prompt + reply in tokens; longer rows are an error")
+    max_steps: int = field(40, "optimizer steps")
+    batch_size: int = field(8, "pairs per device per step")
+    grad_accum: int = field(1, "gradient accumulation steps")
+    learning_rate: float = field(1e-4, "peak learning rate")
+    lr_scheduler: str = field("cosine", "transformers scheduler name")
+    warmup_ratio: float = field(0.05, "fraction of steps spent warming up")
+    precompute_ref: bool = field(True, "score the reference once before training instead of every step")
+    n_eval: int = field(80, "held-out pairs scored before and after training")
+    eval_every: int = field(0, "held-out preference accuracy and KL every N steps (0 = before and after only)")
+    kl_prompts: int = field(8, "held-out prompts sampled to estimate KL(policy ‖ reference)")
+    kl_samples: int = field(2, "samples per prompt for the KL estimate")
+    kl_max_new_tokens: int = field(32, "tokens per KL sample")
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    output_dir: str = field("runs/preference", "where the adapter, logs and result.json go")
+    seed: int = field(0, "random seed")
+    device: str = field("auto", "auto | cpu | cuda | mps")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta is not None and self.beta <= 0:
+            raise ConfigError("beta", f"must be positive, got {self.beta}", config="PreferenceConfig")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError("label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}",
+                              config="PreferenceConfig")
+
+    @property
+    def method_beta(self) -> float:
+        """β as the method uses it: the config's, or the method's usual default."""
+        return self.beta if self.beta is not None else (2.0 if self.method == "simpo" else 0.1)
+
+
+@dataclasses.dataclass
+class BestOfNConfig(Config):
+    """The reward-hacking lab (labkit.eval.reward_hacking): best-of-n sampling against reward models."""
+
+    data: str = field("arithmetic_prompts", "prompts with an `answer` column (true quality = the answer is right)")
+    split: str = field("heldout", "which split's prompts to sample on")
+    prompts: int = field(24, "prompts sampled")
+    n: int = field(8, "samples per prompt; best-of-1 … best-of-n are read from the same pool")
+    max_new_tokens: int = field(64, "tokens per sampled reply")
+    temperature: float = field(1.0, "sampling temperature of the policy")
+    seed: int = field(0, "sampling seed")

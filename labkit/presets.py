@@ -15,15 +15,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu-smoke": {
         "SetupConfig": {"max_new_tokens": 24, "n_baseline_prompts": 3},
         "SFTConfig": {"max_steps": 4, "batch_size": 4, "n_eval": 8, "eval_max_new_tokens": 16},
+        "RewardConfig": {"max_steps": 3, "batch_size": 4, "n_eval": 16},
+        "PreferenceConfig": {"max_steps": 2, "batch_size": 2, "n_eval": 8, "precompute_ref": False,
+                             "kl_prompts": 2, "kl_samples": 1, "kl_max_new_tokens": 8},
+        "BestOfNConfig": {"prompts": 4, "n": 4, "max_new_tokens": 24},
     },
     "cpu": {
         "SetupConfig": {"max_new_tokens": 64, "n_baseline_prompts": 6},
         "SFTConfig": {"max_steps": 60, "batch_size": 8, "n_eval": 50},
+        "RewardConfig": {"max_steps": 60, "batch_size": 8, "n_eval": 80},
+        "PreferenceConfig": {"max_steps": 40, "batch_size": 8, "n_eval": 80},
     },
     "gpu-qlora": {
         "SetupConfig": {"max_new_tokens": 128, "n_baseline_prompts": 8},
         "SFTConfig": {"method": "qlora", "max_steps": 300, "batch_size": 16, "max_length": 1024,
                       "gradient_checkpointing": True, "n_eval": 50, "lora_r": 32, "lora_alpha": 64},
+        "RewardConfig": {"max_steps": 200, "batch_size": 16, "lora_r": 32, "lora_alpha": 64},
+        "PreferenceConfig": {"max_steps": 200, "batch_size": 16, "lora_r": 32, "lora_alpha": 64, "kl_prompts": 32},
     },
 }
 

@@ -112,6 +112,55 @@ def stage_sft(ctx: TourContext, report: Report) -> dict:
             "format_accuracy_after": m["after"]["format_accuracy"], "sft_tokens_per_s": m["tokens_per_s"]}
 
 
+def stage_reward(ctx: TourContext, report: Report) -> dict:
+    """A reward model on the preference pairs: held-out accuracy per kind and calibration."""
+    from labkit.config import RewardConfig
+    from labkit.dash.plots import loss_curve
+    from labkit.dash.preference import calibration_plot, reward_spread
+    from labkit.stages.reward import expected_calibration_error, train
+
+    cfg = RewardConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, output_dir=str(ctx.out_dir / "reward"))
+    result = train(cfg)
+    m = result.metrics
+    ece = expected_calibration_error(m["calibration"])
+    report.section("Reward model", f"LoRA reward model (TRL RewardTrainer, Bradley-Terry loss), {m['steps']} steps on "
+                   f"{m['pairs']} pairs. Held-out pairwise accuracy overall and per kind of rejected reply: `slip` "
+                   "(arithmetic slip), `guess` (bare wrong answer), `padded` (right answer in filler).")
+    report.metrics({"held-out accuracy": f"{m['before']['accuracy']:.0%} → {m['after']['accuracy']:.0%}",
+                    **{k.replace("accuracy/", "accuracy, "): f"{v:.0%}" for k, v in m["after"].items()
+                       if k.startswith("accuracy/")},
+                    "expected calibration error": ece, "train seconds": m["train_seconds"]})
+    report.figure(reward_spread(result.samples))
+    report.figure(calibration_plot(m["calibration"]))
+    report.figure(loss_curve(result.log_path, title="reward-model training loss"))
+    return {"reward_accuracy": m["after"]["accuracy"], "reward_ece": ece}
+
+
+def stage_preference(ctx: TourContext, report: Report) -> dict:
+    """DPO on the correct-vs-wrong pairs: held-out preference accuracy before/after and sampled KL."""
+    from labkit.config import PreferenceConfig
+    from labkit.dash.plots import loss_curve
+    from labkit.stages.preference import train
+
+    cfg = PreferenceConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, method="dpo", kinds="slip,guess",
+                                       output_dir=str(ctx.out_dir / "dpo"))
+    result = train(cfg)
+    m = result.metrics
+    b, a = m["before"], m["after"]
+    report.section("Preference optimisation (DPO)",
+                   f"DPO (β={m['beta']}) with a LoRA adapter, {m['steps']} steps on {m['pairs']} correct-vs-wrong "
+                   "pairs; the reference is the base with the adapter off. Held-out preference accuracy: how often "
+                   "the policy gives the correct reply a higher log-probability than the wrong one.")
+    report.metrics({"held-out preference accuracy": f"{b['preference_accuracy']:.0%} → {a['preference_accuracy']:.0%}",
+                    **{k.replace("accuracy/", "accuracy, "): f"{b[k]:.0%} → {a[k]:.0%}" for k in a
+                       if k.startswith("accuracy/")},
+                    "implicit-reward accuracy": a["implicit_reward_accuracy"], "KL to reference (nats)": a["kl"],
+                    "train seconds": m["train_seconds"]})
+    report.figure(loss_curve(result.log_path, title="DPO training loss"))
+    return {"dpo_accuracy_before": b["preference_accuracy"], "dpo_accuracy_after": a["preference_accuracy"],
+            "dpo_kl": a["kl"]}
+
+
 def stage_notebooks(ctx: TourContext, report: Report) -> dict:
     """Execute every curated notebook headless (papermill) in the notebook preset."""
     from labkit.runs.notebooks import list_notebooks, run_notebook
@@ -131,6 +180,8 @@ def stage_notebooks(ctx: TourContext, report: Report) -> dict:
 STAGES: list[tuple[str, Callable[[TourContext, Report], dict]]] = [
     ("setup", stage_setup),
     ("sft", stage_sft),
+    ("reward", stage_reward),
+    ("preference", stage_preference),
     ("notebooks", stage_notebooks),
 ]
 

@@ -28,7 +28,8 @@ def test_tour_writes_a_report(tmp_path, capsys):
     path = out.strip().splitlines()[-1].removeprefix("report: ")
     html = open(path).read()
     for section in ("Machine", "Model", "Chat template and loss mask", "Baseline generations",
-                    "Forgetting probe (baseline)", "SFT (LoRA)", "Timings"):
+                    "Forgetting probe (baseline)", "SFT (LoRA)", "Reward model", "Preference optimisation (DPO)",
+                    "Timings"):
         assert f">{section}<" in html
     assert "#### " in html  # the target format shown beside the baseline replies
     assert "<script src=\"http" not in html

@@ -56,13 +56,14 @@ SFT_PANELS: tuple[Panel, ...] = (
     Panel("tokens/s", ("tokens_per_s",)),
 )
 
-# Metric names as TRL's DPO/KTO-family trainers log them.
+# Training metrics as TRL's DPO/CPO/ORPO/KTO trainers log them; `heldout/…` evals come from
+# labkit.stages.preference (ranking accuracy on held-out pairs, KL on completions the policy samples).
 PREFERENCE_PANELS: tuple[Panel, ...] = (
     Panel("loss", ("loss",), ("loss",)),
     Panel("rewards", ("rewards/chosen", "rewards/rejected"), ("rewards/chosen", "rewards/rejected")),
     Panel("margin", ("rewards/margins",), ("rewards/margins",)),
-    Panel("accuracy", ("rewards/accuracies",), ("rewards/accuracies",)),
-    Panel("KL", ("kl",), ("kl",)),
+    Panel("accuracy", ("rewards/accuracies",), ("heldout/preference_accuracy", "heldout/implicit_reward_accuracy")),
+    Panel("KL to reference", ("kl",), ("heldout/kl",)),
 )
 
 # Metric names as TRL's GRPO/RLOO trainers log them (``clip_fraction`` for a stage that logs PPO's name).

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import itertools
 import random
 import re
 import sys
@@ -234,24 +235,34 @@ def build_sft(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[
     return rows
 
 
+def guess(p: Problem, rng: random.Random) -> str:
+    """A bare final answer with no working, and wrong: the shortcut a small model takes when it skips the steps."""
+    return f"#### {wrong_result(p, rng)}"
+
+
+# (kind, train rows, heldout rows). `slip` can only be told apart by doing the arithmetic (a 135M reward
+# model stays near chance on it); `guess` by the missing working, a cue preference training picks up fast;
+# `padded` by length and filler alone.
+PREFERENCE_KINDS = (("slip", 80, 20), ("guess", 160, 40), ("padded", 80, 20))
+
+
+def rejected_reply(kind: str, p: Problem, rng: random.Random) -> str:
+    if kind == "slip":
+        return p.reply(wrong_result(p, rng))
+    return guess(p, rng) if kind == "guess" else padded(p, rng)
+
+
 def build_preference(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[str, Any]]:
     rows = []
-    for split, n_wrong, n_padded in (("train", 120, 40), ("heldout", 24, 8)):
+    for split in ("train", "heldout"):
+        counts = [(kind, n_train if split == "train" else n_held) for kind, n_train, n_held in PREFERENCE_KINDS]
+        problems = iter(rng.sample(pools[split], sum(n for _, n in counts)))
         chunk = []
-        for k, p in enumerate(rng.sample(pools[split], n_wrong + n_padded)):
-            if k < n_wrong:
-                source_kind, rejected = "wrong_answer", p.reply(wrong_result(p, rng))
-            else:
-                source_kind, rejected = "padded", padded(p, rng)
-            chunk.append(
-                {
-                    "prompt": user(question(p, rng)),
-                    "chosen": assistant(p.reply()),
-                    "rejected": assistant(rejected),
-                    "source_kind": source_kind,
-                    "split": split,
-                }
-            )
+        for kind, n in counts:
+            for p in itertools.islice(problems, n):
+                rejected = rejected_reply(kind, p, rng)
+                chunk.append({"prompt": user(question(p, rng)), "chosen": assistant(p.reply()),
+                              "rejected": assistant(rejected), "source_kind": kind, "split": split})
         rng.shuffle(chunk)
         rows += chunk
     return rows
@@ -311,9 +322,9 @@ SAMPLES = [
         "preference_pairs.jsonl",
         Kind.PREFERENCE,
         build_preference,
-        "chosen = correct reply in the format; rejected = same format with a slightly wrong result "
-        "(`source_kind` wrong_answer, 120+24) or correct but padded with filler (`padded`, 40+8); "
-        "160 train / 32 heldout",
+        "chosen = correct reply in the format; rejected = the same working with a slipped result "
+        "(`source_kind` slip, 80+20), a wrong bare answer with no working (`guess`, 160+40) or the right "
+        "answer padded with filler (`padded`, 80+20); 320 train / 80 heldout",
     ),
     Sample(
         "kto_unpaired.jsonl",

@@ -1,1 +1,2 @@
-"""Evaluation: probes used during and after training (format accuracy, forgetting)."""
+"""Evaluation: probes run around training (format accuracy, forgetting), preference accuracy, sampled KL, and the
+reward-hacking lab."""

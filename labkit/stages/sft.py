@@ -20,6 +20,7 @@ from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks, JsonlLogger
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
+from labkit.stages.common import data_path, split_rows, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
     from transformers.trainer_utils import get_last_checkpoint
 
     from labkit.data.io import load_rows
-    from labkit.data.samples import SAMPLES, SAMPLES_DIR
     from labkit.data.tokenize import sft_dataset
     from labkit.eval.probes import forgetting_probe, format_eval
     from labkit.models import adapters
@@ -44,10 +44,9 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
 
     # 2. data: everything is validated (fields, templates, lengths) before a model is loaded -----
     tok = load_tokenizer(cfg.model)
-    path = SAMPLES_DIR / f"{cfg.data}.jsonl" if f"{cfg.data}.jsonl" in {s.name for s in SAMPLES} \
-        else pathlib.Path(cfg.data)
+    path = data_path(cfg.data)
     rows = load_rows(path, tokenizer=tok, max_length=cfg.max_length)
-    train_rows, eval_rows = _split(rows, cfg, str(path))
+    train_rows, eval_rows = split_rows(rows, cfg.train_split, cfg.eval_split, str(path), "SFTConfig")
     train_ds = sft_dataset(tok, train_rows, loss_on=cfg.loss_on, source=str(path))
     eval_rows = eval_rows[: cfg.n_eval]
     eval_ds = sft_dataset(tok, eval_rows, loss_on=cfg.loss_on, source=str(path)) if eval_rows else None
@@ -119,20 +118,13 @@ def build_trainer(cfg: SFTConfig, model, tok, info: dict, train_ds, eval_ds, cal
     from trl import SFTTrainer
 
     args = TRLSFTConfig(
-        output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay, bf16=info["compute_dtype"] == "bfloat16",
-        fp16=info["compute_dtype"] == "float16", activation_checkpointing=cfg.gradient_checkpointing,
-        logging_steps=1, report_to="none",
+        **trainer_args(cfg, info, out, quiet=len(callbacks) > 1),
+        weight_decay=cfg.weight_decay, activation_checkpointing=cfg.gradient_checkpointing,
         eval_strategy="steps" if cfg.eval_every and eval_ds is not None else "no",
         eval_steps=cfg.eval_every or None, save_strategy="steps" if cfg.save_every else "no",
-        save_steps=cfg.save_every or 500, seed=cfg.seed, data_seed=cfg.seed, use_cpu=info["device"] == "cpu",
-        dataloader_num_workers=0, padding_free=cfg.padding_free and not cfg.packing, packing=cfg.packing,
+        save_steps=cfg.save_every or 500, padding_free=cfg.padding_free and not cfg.packing, packing=cfg.packing,
         # Lengths were validated up front; TRL's own truncation would only hide a bad row.
         max_length=cfg.max_length if cfg.packing else None, completion_only_loss=False,
-        # A labkit dashboard brings its own progress bar; without one, keep the trainer's.
-        disable_tqdm=len(callbacks) > 1,
     )
     with quiet_progress():
         trainer = _compact_loss_trainer(SFTTrainer)(
@@ -177,20 +169,6 @@ def _compact_loss_trainer(base):
             return loss
 
     return CompactLossSFTTrainer
-
-
-def _split(rows, cfg: SFTConfig, source: str) -> tuple[list[dict], list[dict]]:
-    """Train and held-out rows by the `split` column; without one, everything trains and nothing is held out."""
-    rows = [dict(r) for r in rows]
-    if "split" not in rows[0]:
-        if cfg.train_split or cfg.eval_split:
-            log.info("%s has no split column: training on every row, no held-out eval", source)
-        return rows, []
-    train = [r for r in rows if not cfg.train_split or r["split"] == cfg.train_split]
-    held = [r for r in rows if cfg.eval_split and r["split"] == cfg.eval_split]
-    if not train:
-        raise ConfigError("train_split", f"no row of {source} has split '{cfg.train_split}'", config="SFTConfig")
-    return train, held
 
 
 def _scores(evaluation: dict) -> dict:

@@ -86,8 +86,10 @@ def test_arithmetic_rows_are_correct_and_heldout_is_never_trained_on():
         seen[row["split"]].add(problem(reply))
     for row in read_jsonl(SAMPLES_DIR / "preference_pairs.jsonl"):
         chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
-        assert format_ok(chosen) and format_ok(rejected) == (row["source_kind"] == "wrong_answer")
-        assert (extract_answer(chosen) == extract_answer(rejected)) == (row["source_kind"] == "padded")
+        kind = row["source_kind"]
+        assert format_ok(chosen) and format_ok(rejected) == (kind == "slip")
+        assert (extract_answer(chosen) == extract_answer(rejected)) == (kind == "padded")
+        assert (rejected.startswith("####") and "\n" not in rejected) == (kind == "guess")
         seen[row["split"]].add(problem(chosen))
     for row in read_jsonl(SAMPLES_DIR / "kto_unpaired.jsonl"):
         reply = row["completion"][0]["content"]

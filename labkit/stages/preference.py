@@ -1,0 +1,237 @@
+"""Stage: preference optimisation — DPO, IPO, hinge, robust DPO, SimPO, ORPO and KTO behind one `train`.
+
+    result = train(PreferenceConfig.from_preset("cpu", method="ipo"), callbacks=[LiveDashboard(PREFERENCE_PANELS)])
+
+Every method trains a LoRA adapter with TRL's trainer for it (DPOTrainer for the DPO family and IPO, the
+experimental CPOTrainer for SimPO and ORPOTrainer for ORPO, KTOTrainer on the pairs split into unpaired
+examples). The reference is the same network with the adapter switched off, so no second copy is loaded.
+Before and after training labkit measures, on held-out pairs, how often the policy ranks chosen above
+rejected, and KL(policy ‖ reference) on completions the policy samples.
+
+Sections: 1 setup · 2 data · 3 model · 4 baseline eval · 5 trainer · 6 eval · 7 save.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+from typing import Any
+
+from labkit.config import PreferenceConfig
+from labkit.quiet import quiet_progress
+from labkit.runs.callbacks import Callbacks, JsonlLogger
+from labkit.runs.result import RunResult
+from labkit.runs.trainer_adapter import TrainerCallbackAdapter
+from labkit.stages.common import data_path, split_rows, trainer_args
+
+# Which TRL trainer and loss each method runs on, and what it optimises (shown in notebooks and reports).
+METHODS: dict[str, dict[str, str]] = {
+    "dpo": {"trainer": "DPOTrainer", "loss": "sigmoid", "reference": "yes",
+            "what": "-log σ(βΔ) on the summed log-ratio margin Δ"},
+    "ipo": {"trainer": "DPOTrainer", "loss": "ipo", "reference": "yes",
+            "what": "(Δ - 1/(2β))² on the per-token log-ratio margin: regresses to a fixed gap"},
+    "hinge": {"trainer": "DPOTrainer", "loss": "hinge", "reference": "yes",
+              "what": "max(0, 1 - βΔ): stops pushing once the margin clears 1/β"},
+    "robust": {"trainer": "DPOTrainer", "loss": "robust", "reference": "yes",
+               "what": "DPO debiased for a share ε of flipped labels"},
+    "simpo": {"trainer": "CPOTrainer (trl.experimental)", "loss": "simpo", "reference": "no",
+              "what": "-log σ(β(ā_w - ā_l) - γ) on per-token log-probs"},
+    "orpo": {"trainer": "ORPOTrainer (trl.experimental)", "loss": "orpo", "reference": "no",
+             "what": "SFT loss on chosen + β · odds-ratio term"},
+    "kto": {"trainer": "KTOTrainer", "loss": "kto", "reference": "yes",
+            "what": "unpaired: push desirable replies above, undesirable below a KL reference point"},
+}
+
+
+def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
+    from transformers import set_seed
+
+    from labkit.data.io import load_rows
+    from labkit.data.types import Kind
+    from labkit.eval.kl import sampled_kl
+    from labkit.eval.preference import implicit_reward_accuracy, pair_logps, preference_accuracy
+    from labkit.models import adapters
+    from labkit.models.loading import load_tokenizer
+
+    # 1. setup ------------------------------------------------------------------------------------
+    set_seed(cfg.seed)
+    out = pathlib.Path(cfg.output_dir).resolve()
+
+    # 2. data: validated (fields, identical pairs, template, lengths) before a model is loaded ------
+    tok = load_tokenizer(cfg.model)
+    path = data_path(cfg.data)
+    rows = load_rows(path, kind=Kind.PREFERENCE, tokenizer=tok, max_length=cfg.max_length)
+    rows = _keep_kinds(rows, cfg.kinds, str(path))
+    train_rows, eval_rows = split_rows(rows, cfg.train_split, cfg.eval_split, str(path), "PreferenceConfig")
+    eval_rows = eval_rows[: cfg.n_eval]
+    kl_prompts = [r["prompt"] for r in eval_rows[: cfg.kl_prompts]]
+
+    # 3. model ------------------------------------------------------------------------------------
+    model, tok, info = adapters.load_for_training(
+        cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
+        device=cfg.device, max_length=cfg.max_length, seed=cfg.seed)
+    print(f"{cfg.method.upper()} via {METHODS[cfg.method]['trainer']} on {len(train_rows)} pairs; LoRA r={cfg.lora_r}, "
+          f"{info['trainable_params']:,} trainable; reference = the base with the adapter off", flush=True)
+
+    # 4. baseline eval: at step 0 the policy *is* the reference ------------------------------------
+    model.eval()
+    reference = pair_logps(model, tok, eval_rows) if eval_rows else []
+    before = {**_accuracy_metrics(preference_accuracy(reference)), "kl": 0.0} if eval_rows else {}
+
+    def measure(step: int) -> tuple[dict[str, float], list[dict]]:
+        """Held-out accuracy (vs the reference's scores) and sampled KL of the model as it is now."""
+        scores = pair_logps(model, tok, eval_rows)
+        metrics = _accuracy_metrics(preference_accuracy(scores))
+        metrics["implicit_reward_accuracy"] = implicit_reward_accuracy(scores, reference)
+        if kl_prompts:
+            metrics.update(_kl(sampled_kl(model, tok, kl_prompts, n_samples=cfg.kl_samples,
+                                          max_new_tokens=cfg.kl_max_new_tokens, seed=cfg.seed + step)))
+        return metrics, scores
+
+    # 5. trainer ------------------------------------------------------------------------------------
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "metrics.jsonl"
+    cbs = Callbacks([JsonlLogger(log_path), *Callbacks(callbacks)])
+    probe = HeldOutProbe(cfg.eval_every if eval_rows else 0, measure, before, cbs)
+    trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out, extra_callbacks=[probe])
+    start = time.perf_counter()
+    output = trainer.train()
+    train_seconds = time.perf_counter() - start
+
+    # 6. eval: the probe measured the last step already -----------------------------------------------
+    model.eval()
+    after, per_pair = {}, []
+    if eval_rows:
+        step, after, scores = probe.latest if probe.latest[0] == output.global_step else (None, *measure(-1))
+        per_pair = [{"prompt": r["prompt"][-1]["content"], "kind": s["kind"],
+                     "margin_before": ref["chosen"] - ref["rejected"], "margin_after": s["chosen"] - s["rejected"]}
+                    for r, s, ref in zip(eval_rows, scores, reference)]
+
+    # 7. save ---------------------------------------------------------------------------------------
+    save_dir = out / "adapter"
+    model.save_pretrained(str(save_dir))
+    tok.save_pretrained(str(save_dir))
+    metrics = {"method": cfg.method, "beta": cfg.method_beta, "before": before, "after": after,
+               "train_loss": output.training_loss, "steps": output.global_step, "train_seconds": train_seconds,
+               "pairs": len(train_rows), **info}
+    result = RunResult("preference", out, metrics, cfg.to_dict(), log_path=log_path, adapter_dir=save_dir,
+                       model=model, tokenizer=tok, samples=per_pair)
+    result.save()
+    return result
+
+
+def _keep_kinds(rows, kinds: str, source: str) -> list[dict]:
+    rows = [dict(r) for r in rows]
+    wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not wanted:
+        return rows
+    present = {r.get("source_kind") for r in rows}
+    missing = [k for k in wanted if k not in present]
+    if missing:
+        from labkit.errors import ConfigError
+
+        raise ConfigError("kinds", f"{source} has no rows with source_kind {', '.join(missing)}; "
+                          f"it has: {', '.join(sorted(map(str, present)))}", config="PreferenceConfig")
+    return [r for r in rows if r.get("source_kind") in wanted]
+
+
+def _accuracy_metrics(acc: dict) -> dict[str, float]:
+    flat = {"preference_accuracy": acc["accuracy"], "preference_accuracy_avg": acc["accuracy_avg"]}
+    flat.update({f"accuracy/{k}": v for k, v in acc["by_kind"].items()})
+    return flat
+
+
+def _kl(est: dict) -> dict[str, float]:
+    return {"kl": est["kl"], "kl_per_token": est["kl_per_token"]}
+
+
+class HeldOutProbe:
+    """A TrainerCallback that runs `measure(step)` every `every` steps and at the last step, and sends the
+    result to labkit callbacks as `heldout/…` evals; `latest` keeps (step, metrics, scores) of the last one.
+
+    Built lazily (`__new__` returns the transformers subclass) so importing this module does not import
+    transformers.
+    """
+
+    def __new__(cls, every: int, measure, before: dict[str, float], callbacks: Callbacks):
+        from transformers import TrainerCallback
+
+        class _Probe(TrainerCallback):
+            latest: tuple = (None, {}, [])
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                if before:  # the step-0 point of every held-out curve (after the dashboard has reset)
+                    callbacks.on_eval(0, {f"heldout/{k}": v for k, v in before.items()})
+
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                step = state.global_step
+                if not before or not (every and step % every == 0 or step == state.max_steps):
+                    return
+                training = model.training
+                model.eval()
+                metrics, scores = measure(step)
+                model.train(training)
+                self.latest = (step, metrics, scores)
+                callbacks.on_eval(step, {f"heldout/{k}": v for k, v in metrics.items()})
+
+        return _Probe()
+
+
+def trainer_config(cfg: PreferenceConfig, info: dict, out: pathlib.Path, *, quiet: bool):
+    """The TRL config object for cfg.method, with labkit's shared settings."""
+    common: dict[str, Any] = {**trainer_args(cfg, info, out, quiet=quiet), "save_strategy": "no",
+                              "beta": cfg.method_beta, "max_length": cfg.max_length}
+    if cfg.method in ("dpo", "ipo", "hinge", "robust"):
+        from trl import DPOConfig
+
+        return DPOConfig(**common, loss_type=[METHODS[cfg.method]["loss"]], precompute_ref_log_probs=cfg.precompute_ref,
+                         label_smoothing=cfg.label_smoothing if cfg.method == "robust" else 0.0)
+    if cfg.method == "kto":
+        from trl import KTOConfig
+
+        return KTOConfig(**common, precompute_ref_log_probs=cfg.precompute_ref)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    if cfg.method == "simpo":
+        from trl.experimental.cpo import CPOConfig
+
+        # SimPO = CPO's trainer with its `simpo` loss and the behaviour-cloning term switched off.
+        return CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=cfg.simpo_gamma)
+    from trl.experimental.orpo import ORPOConfig
+
+    return ORPOConfig(**common)
+
+
+def build_trainer(cfg: PreferenceConfig, model, tok, info: dict, train_rows: list[dict], callbacks: Callbacks,
+                  out: pathlib.Path, extra_callbacks=()):
+    """TRL's trainer for cfg.method on the training pairs (unpaired for KTO)."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+
+    args = trainer_config(cfg, info, out, quiet=len(callbacks) > 1)
+    pairs = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train_rows])
+    kwargs = {"model": model, "args": args, "processing_class": tok,
+              "callbacks": [TrainerCallbackAdapter(callbacks), *extra_callbacks]}
+    with quiet_progress():
+        if cfg.method in ("dpo", "ipo", "hinge", "robust"):
+            from trl import DPOTrainer
+
+            trainer = DPOTrainer(train_dataset=pairs, **kwargs)
+        elif cfg.method == "kto":
+            from trl import KTOTrainer
+            from trl.data_utils import unpair_preference_dataset
+
+            # KTO reads its data in order (each example's KL term pairs it with its batch neighbours), and
+            # unpairing lists every chosen reply before every rejected one: shuffle, or early batches are all "good".
+            unpaired = unpair_preference_dataset(pairs).shuffle(seed=cfg.seed)
+            trainer = KTOTrainer(train_dataset=unpaired, **kwargs)
+        elif cfg.method == "simpo":
+            from trl.experimental.cpo import CPOTrainer
+
+            trainer = CPOTrainer(train_dataset=pairs, **kwargs)
+        else:
+            from trl.experimental.orpo import ORPOTrainer
+
+            trainer = ORPOTrainer(train_dataset=pairs, **kwargs)
+    trainer.remove_callback(PrinterCallback)
+    return trainer
