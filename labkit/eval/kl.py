@@ -20,7 +20,7 @@ import torch
 
 from labkit.data.chat import encode
 from labkit.models.generate import as_prompt_text, generate
-from labkit.models.logprobs import IGNORE_INDEX, sequence_logprobs, shift_for_next_token
+from labkit.models.logprobs import masked_logps
 
 
 @contextlib.contextmanager
@@ -33,22 +33,6 @@ def as_reference(model, reference=None):
         raise TypeError("no reference model: pass reference=, or a PEFT model whose adapter-free base is the reference")
     with model.disable_adapter():
         yield model
-
-
-@torch.inference_mode()
-def _token_logps(model, sequences: list[list[int]], prompt_lens: list[int], pad: int) -> torch.Tensor:
-    """Summed log-probs of each sequence's tokens after its prompt. -> [N]"""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    labels = torch.full_like(ids, IGNORE_INDEX)
-    for i, (seq, n) in enumerate(zip(sequences, prompt_lens)):
-        ids[i, :len(seq)] = torch.tensor(seq)
-        attn[i, :len(seq)] = 1
-        labels[i, n:len(seq)] = torch.tensor(seq[n:])
-    logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits
-    logits, shifted = shift_for_next_token(logits, labels.to(model.device))
-    return sequence_logprobs(logits, shifted).float().cpu()
 
 
 def sampled_kl(model, tok, prompts: Sequence[Any], *, reference=None, n_samples: int = 2, max_new_tokens: int = 32,
@@ -67,9 +51,10 @@ def sampled_kl(model, tok, prompts: Sequence[Any], *, reference=None, n_samples:
         sequences = [p + list(o.token_ids) for p, o in zip(prompt_ids, outs)]
         lens = [len(p) for p in prompt_ids]
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        policy = _token_logps(model, sequences, lens, pad)                  # [N]
+        masks = [[0] * n + [1] * (len(seq) - n) for seq, n in zip(sequences, lens)]
+        policy = torch.tensor([lp for lp, _ in masked_logps(model, sequences, masks, pad_id=pad)])    # [N]
         with as_reference(model, reference) as ref:
-            ref_lp = _token_logps(ref, sequences, lens, pad)                # [N]
+            ref_lp = torch.tensor([lp for lp, _ in masked_logps(ref, sequences, masks, pad_id=pad)])  # [N]
     finally:
         model.train(was_training)
     per_sample = policy - ref_lp                                            # [N]

@@ -14,10 +14,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from labkit.data.tokenize import sft_example
-from labkit.models.logprobs import IGNORE_INDEX, sequence_logprobs, shift_for_next_token
+from labkit.models.logprobs import masked_logps
 
 
 def _encode(tok, prompt, reply, source: str, index: int) -> tuple[list[int], list[int]]:
@@ -28,37 +26,17 @@ def _encode(tok, prompt, reply, source: str, index: int) -> tuple[list[int], lis
     return ex["input_ids"], ex["assistant_masks"]
 
 
-@torch.inference_mode()
 def completion_logps(model, tok, pairs: Sequence[tuple[Any, Any]], *, batch_size: int = 16,
                      source: str = "pairs") -> list[tuple[float, float, int]]:
     """(summed log-prob, per-token log-prob, tokens) of each (prompt, completion) under the model.
 
-    Prompts and completions are conversational message lists or plain strings. Batches are right-padded
-    and sorted by length so padding stays small.
+    Prompts and completions are conversational message lists or plain strings.
     """
     encoded = [_encode(tok, p, c, source, i) for i, (p, c) in enumerate(pairs)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out: list[tuple[float, float, int]] = [(0.0, 0.0, 0)] * len(encoded)
-    device = model.device
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(encoded[i][0]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
-        attn = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            seq, mask = encoded[i]
-            ids[row, :len(seq)] = torch.tensor(seq)
-            attn[row, :len(seq)] = 1
-            labels[row, :len(seq)] = torch.tensor([t if m else IGNORE_INDEX for t, m in zip(seq, mask)])
-        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits   # [b, T, V]
-        logits, shifted = shift_for_next_token(logits, labels.to(device))
-        total = sequence_logprobs(logits, shifted)                                       # [b]
-        n = (shifted != IGNORE_INDEX).sum(-1)                                             # [b]
-        for row, i in enumerate(idx):
-            out[i] = (float(total[row]), float(total[row] / n[row].clamp(min=1)), int(n[row]))
-    return out
+    scored = masked_logps(model, [ids for ids, _ in encoded], [mask for _, mask in encoded], pad_id=pad,
+                          batch_size=batch_size)
+    return [(total, total / max(n, 1), n) for total, n in scored]
 
 
 def pair_logps(model, tok, rows: Sequence[dict], *, batch_size: int = 16, source: str = "pairs") -> list[dict]:

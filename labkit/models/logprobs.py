@@ -42,3 +42,33 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, *, average: bo
     if not average:
         return total
     return total / (labels != IGNORE_INDEX).sum(-1).clamp(min=1)
+
+
+@torch.inference_mode()
+def masked_logps(model, sequences: list[list[int]], masks: list[list[int]], *, pad_id: int,
+                 batch_size: int = 16) -> list[tuple[float, int]]:
+    """(summed log-prob, token count) of the tokens where mask is 1, for each token-id sequence under `model`.
+
+    Sequences are sorted by length and right-padded in batches, so padding stays small; results come back in
+    input order. Used for preference scoring and KL estimates alike.
+    """
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(sequences[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        for row, i in enumerate(idx):
+            seq = sequences[i]
+            ids[row, :len(seq)] = torch.tensor(seq)
+            attn[row, :len(seq)] = 1
+            labels[row, :len(seq)] = torch.tensor([t if m else IGNORE_INDEX for t, m in zip(seq, masks[i])])
+        logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits  # [b, T, V]
+        logits, shifted = shift_for_next_token(logits, labels.to(model.device))
+        total = sequence_logprobs(logits, shifted)                                     # [b]
+        counts = (shifted != IGNORE_INDEX).sum(-1)                                      # [b]
+        for row, i in enumerate(idx):
+            out[i] = (float(total[row]), int(counts[row]))
+    return out

@@ -1,5 +1,6 @@
 """models.logprobs against the naive gather(log_softmax) form."""
 
+import pytest
 import torch
 
 from labkit.models.logprobs import IGNORE_INDEX, sequence_logprobs, shift_for_next_token, token_logprobs
@@ -36,3 +37,17 @@ def test_shift_aligns_prediction_with_next_token():
     sl, sb = shift_for_next_token(logits, labels)
     assert sl.shape == (2, 4, 8) and torch.equal(sb, labels[:, 1:])
     torch.testing.assert_close(sl, logits[:, :-1])
+
+
+def test_masked_logps_batches_sorted_and_padded_equal_one_at_a_time(tiny):
+    from labkit.models.logprobs import masked_logps
+
+    model, tok = tiny
+    seqs = [[5, 6, 7, 8, 9], [11, 12], [3, 4, 5, 6, 7, 8, 9, 10]]
+    masks = [[0, 0, 1, 1, 1], [0, 1], [0, 0, 0, 0, 1, 1, 0, 1]]
+    batched = masked_logps(model, seqs, masks, pad_id=0, batch_size=2)
+    for (total, n), seq, mask in zip(batched, seqs, masks):
+        x = torch.tensor([seq])
+        with torch.no_grad():
+            lp = model(x).logits.log_softmax(-1)[0, :-1].gather(-1, x[0, 1:, None])[:, 0]
+        assert n == sum(mask[1:]) and total == pytest.approx(float((lp * torch.tensor(mask[1:])).sum()), abs=1e-4)
