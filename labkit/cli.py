@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("tour", help="run the post-training chain headless and write an HTML report")
-    t.add_argument("--preset", default="cpu", help="size dial: cpu-smoke | cpu | gpu-qlora")
+    t.add_argument("--preset", default="cpu-tour", help="size dial: cpu-tour (about 20 min) | cpu-smoke | cpu | gpu-qlora")
     t.add_argument("--model", default="smollm2-135m-instruct", help="embedded default, local dir or hub id")
     t.add_argument("--out", default="reports", help="reports folder")
     t.add_argument("--notebook-preset", default="cpu-smoke", help="preset the notebooks run in")

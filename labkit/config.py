@@ -104,7 +104,8 @@ class SetupConfig(Config):
 class TourConfig(Config):
     """`labkit tour`: run the post-training chain headless on one model and write an HTML report."""
 
-    preset: str = field("cpu", "size dial for every stage: cpu-smoke | cpu | gpu-qlora")
+    preset: str = field("cpu-tour", "size dial for every stage: cpu-tour (20 minutes on a CPU) | cpu-smoke | cpu | "
+                        "gpu-qlora")
     model: str = field("smollm2-135m-instruct", "model every stage starts from")
     out_dir: str = field("reports", "the report goes to <out_dir>/tour-<timestamp>/")
     notebook_preset: str = field("cpu-smoke", "preset the tour executes the notebooks in")
@@ -241,3 +242,128 @@ class BestOfNConfig(Config):
     max_new_tokens: int = field(64, "tokens per sampled reply")
     temperature: float = field(1.0, "sampling temperature of the policy")
     seed: int = field(0, "sampling seed")
+
+
+RL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+
+
+@dataclasses.dataclass
+class RLConfig(Config):
+    """RL from verifiable rewards: one config for labkit.stages.grpo, .rloo and .ppo, so a comparison shares
+    task, budget and seed. Fields a method does not use are ignored by it (their help says which)."""
+
+    model: str = field("smollm2-135m-instruct", "policy to start from (its adapter-free self is the reference)")
+    data: str = field("arithmetic_prompts", "a data_samples name or a JSONL path of prompt + answer rows")
+    train_split: str = field("train", "rows whose `split` column has this value train ('' = every row)")
+    eval_split: str = field("heldout", "rows held out for greedy accuracy before/after ('' = none)")
+    system_prompt: str = field("", "system turn put before every prompt ('' = none)")
+    rewards: str = field("correctness,length", "comma list of labkit.rewards names (correctness, format, length, "
+                         "repetition, exact_match)")
+    reward_weights: str = field("1,0.5", "comma list of weights, one per reward ('' = all 1.0)")
+    length_budget: int = field(24, "the `length` reward: tokens allowed before its penalty starts (-1 at twice this)")
+    lora_r: int = field(16, "LoRA rank r")
+    lora_alpha: int = field(32, "LoRA alpha")
+    max_steps: int = field(60, "optimizer steps")
+    max_seconds: float = field(0.0, "stop after the step that crosses this many wall-clock seconds since train() "
+                               "began, model load and evals included (0 = no time budget)")
+    prompts_per_step: int = field(4, "prompts per optimizer step; each gets num_generations completions")
+    num_generations: int = field(8, "completions sampled per prompt (the group G)")
+    max_completion_length: int = field(48, "new tokens per sampled completion")
+    temperature: float = field(0.8, "sampling temperature of the rollouts")
+    learning_rate: float = field(3e-4, "peak learning rate")
+    lr_scheduler: str = field("constant", "transformers scheduler name")
+    warmup_ratio: float = field(0.0, "fraction of steps spent warming up")
+    grad_accum: int = field(1, "gradient accumulation steps")
+    loss_type: str = field("grpo", "GRPO: grpo | dr_grpo | dapo (how token losses are averaged)",
+                           choices=RL_LOSS_TYPES)
+    scale_rewards: str = field("group", "GRPO: divide advantages by the group's (group), batch's (batch) or no "
+                               "(none) reward std", choices=("group", "batch", "none"))
+    beta: float = field(0.02, "KL coefficient against the reference (GRPO/RLOO: in the loss; PPO: in the reward)")
+    epsilon: float = field(0.2, "clip range of the probability ratio (PPO, GRPO, RLOO)")
+    epsilon_high: float | None = field(None, "upper clip range (DAPO's clip-higher); None = epsilon")
+    ppo_epochs: int = field(2, "PPO: optimisation passes over each batch of rollouts")
+    vf_coef: float = field(0.5, "PPO: weight of the value loss")
+    gamma: float = field(1.0, "PPO: discount")
+    lam: float = field(0.95, "PPO: GAE λ")
+    kl_target: float | None = field(None, "PPO: adaptive KL controller target in nats (None = fixed beta)")
+    kl_horizon: int = field(100, "PPO: adaptive KL controller horizon in steps")
+    use_vllm: bool = field(False, "GRPO/RLOO: generate rollouts with vLLM (GPU; pip install 'labkit[vllm]')")
+    vllm_mode: str = field("colocate", "colocate (vLLM in the training process) | server", choices=("colocate", "server"))
+    preflight: bool = field(True, "run the RL pre-flight checks on a probe batch before training")
+    probe_prompts: int = field(4, "prompts in the pre-flight probe batch")
+    n_eval: int = field(50, "held-out prompts answered greedily before and after training")
+    eval_every: int = field(0, "held-out accuracy every N steps (0 = before and after only)")
+    eval_max_new_tokens: int = field(48, "tokens per held-out greedy answer (as long as a rollout's)")
+    log_rollouts: bool = field(True, "write every rollout (prompt, completion, rewards, advantage) to rollouts.jsonl")
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    output_dir: str = field("runs/rl", "where the adapter, logs, rollouts and result.json go")
+    seed: int = field(0, "random seed")
+    device: str = field("auto", "auto | cpu | cuda | mps")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("max_steps", "prompts_per_step", "num_generations", "max_completion_length", "ppo_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}", config="RLConfig")
+        if self.num_generations < 2:
+            raise ConfigError("num_generations", "a group needs at least 2 completions to compare", config="RLConfig")
+        if self.beta < 0:
+            raise ConfigError("beta", f"must be ≥ 0, got {self.beta}", config="RLConfig")
+        if not 0 < self.epsilon < 1:
+            raise ConfigError("epsilon", f"must be in (0, 1), got {self.epsilon}", config="RLConfig")
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(name, f"must be in [0, 1], got {getattr(self, name)}", config="RLConfig")
+        if self.kl_target is not None and self.kl_target <= 0:
+            raise ConfigError("kl_target", f"must be positive (or None for a fixed β), got {self.kl_target}",
+                              config="RLConfig")
+        if self.kl_horizon < 1:
+            raise ConfigError("kl_horizon", f"must be at least 1, got {self.kl_horizon}", config="RLConfig")
+        if not self.reward_names:
+            raise ConfigError("rewards", "name at least one reward", config="RLConfig")
+        if self.reward_weights and len(self.weights) != len(self.reward_names):
+            raise ConfigError("reward_weights", f"{len(self.weights)} weights for {len(self.reward_names)} rewards "
+                              f"({self.rewards}); give one weight per reward, or '' for all 1.0", config="RLConfig")
+
+    @property
+    def batch_size(self) -> int:
+        """Completions per optimizer step per device (TRL's per_device_train_batch_size for GRPO/RLOO)."""
+        return self.prompts_per_step * self.num_generations
+
+    @property
+    def reward_names(self) -> list[str]:
+        return [s.strip() for s in self.rewards.split(",") if s.strip()]
+
+    @property
+    def weights(self) -> list[float]:
+        try:
+            values = [float(s) for s in self.reward_weights.split(",") if s.strip()]
+        except ValueError as exc:
+            raise ConfigError("reward_weights", f"not a comma list of numbers: {self.reward_weights!r}",
+                              config="RLConfig") from exc
+        return values or [1.0] * len(self.reward_names)
+
+
+@dataclasses.dataclass
+class ReasoningConfig(Config):
+    """Reasoning (labkit.reasoning): chain-of-thought data, self-reflection traces, rejection-sampling rounds."""
+
+    model: str = field("smollm2-135m-instruct", "model to sample from and fine-tune")
+    data: str = field("arithmetic_prompts", "a data_samples name or a JSONL path of prompt + answer rows")
+    train_split: str = field("train", "rows sampled from in each round")
+    eval_split: str = field("heldout", "rows whose greedy accuracy is measured after each round")
+    rounds: int = field(3, "rejection-sampling rounds (sample k, keep verified, SFT on them)")
+    prompts_per_round: int = field(64, "training prompts sampled per round")
+    k: int = field(4, "samples per prompt")
+    temperature: float = field(1.0, "sampling temperature")
+    max_new_tokens: int = field(64, "tokens per sample and per held-out answer")
+    sft_steps: int = field(20, "SFT steps per round on the verified samples")
+    batch_size: int = field(8, "SFT rows per step")
+    learning_rate: float = field(2e-4, "SFT learning rate")
+    lora_r: int = field(16, "LoRA rank r")
+    lora_alpha: int = field(32, "LoRA alpha")
+    n_eval: int = field(50, "held-out prompts answered greedily after each round")
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    output_dir: str = field("runs/reasoning", "where each round's samples, adapter and result.json go")
+    seed: int = field(0, "random seed")
+    device: str = field("auto", "auto | cpu | cuda | mps")

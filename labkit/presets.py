@@ -2,6 +2,7 @@
 
     cpu-smoke   seconds per stage on a CPU; what CI and papermill smoke runs use
     cpu         real but small runs on the embedded model on a laptop CPU (minutes)
+    cpu-tour    `cpu` with shorter runs, so `labkit tour` (every stage back to back) fits in 20 minutes
     gpu-qlora   one consumer GPU (8–24 GB): 4-bit QLoRA, longer runs; pass model= for a 0.5–3B model
 """
 
@@ -19,12 +20,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "PreferenceConfig": {"max_steps": 2, "batch_size": 2, "n_eval": 8, "precompute_ref": False,
                              "kl_prompts": 2, "kl_samples": 1, "kl_max_new_tokens": 8},
         "BestOfNConfig": {"prompts": 4, "n": 4, "max_new_tokens": 24},
+        "RLConfig": {"max_steps": 2, "prompts_per_step": 2, "num_generations": 4, "n_eval": 8, "probe_prompts": 2},
+        "ReasoningConfig": {"rounds": 1, "prompts_per_round": 8, "k": 2, "max_new_tokens": 24, "sft_steps": 2,
+                            "batch_size": 4, "n_eval": 8},
     },
     "cpu": {
         "SetupConfig": {"max_new_tokens": 64, "n_baseline_prompts": 6},
         "SFTConfig": {"max_steps": 60, "batch_size": 8, "n_eval": 50},
         "RewardConfig": {"max_steps": 60, "batch_size": 8, "n_eval": 80},
         "PreferenceConfig": {"max_steps": 40, "batch_size": 8, "n_eval": 80},
+        "RLConfig": {"max_steps": 60, "prompts_per_step": 4, "num_generations": 8, "n_eval": 50},
+        "ReasoningConfig": {"rounds": 3, "prompts_per_round": 64, "k": 4, "sft_steps": 20, "n_eval": 50},
     },
     "gpu-qlora": {
         "SetupConfig": {"max_new_tokens": 128, "n_baseline_prompts": 8},
@@ -32,8 +38,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       "gradient_checkpointing": True, "n_eval": 50, "lora_r": 32, "lora_alpha": 64},
         "RewardConfig": {"max_steps": 200, "batch_size": 16, "lora_r": 32, "lora_alpha": 64},
         "PreferenceConfig": {"max_steps": 200, "batch_size": 16, "lora_r": 32, "lora_alpha": 64, "kl_prompts": 32},
+        "RLConfig": {"max_steps": 300, "prompts_per_step": 8, "num_generations": 8, "max_completion_length": 256,
+                     "eval_max_new_tokens": 256, "length_budget": 160, "lora_r": 32, "lora_alpha": 64,
+                     "learning_rate": 1e-4, "n_eval": 200},
+        "ReasoningConfig": {"rounds": 4, "prompts_per_round": 200, "k": 8, "sft_steps": 60, "max_new_tokens": 256,
+                            "lora_r": 32, "lora_alpha": 64},
     },
 }
+
+# `labkit tour` runs every stage back to back and then every notebook; these cuts keep the whole chain within
+# about 20 minutes on a 2-core CPU. RL gets a wall-clock budget rather than a step count.
+TOUR_CUTS: dict[str, dict[str, Any]] = {
+    "SFTConfig": {"max_steps": 40},
+    "RewardConfig": {"max_steps": 30},
+    "PreferenceConfig": {"max_steps": 20},
+    "RLConfig": {"max_steps": 200, "max_seconds": 240.0, "eval_every": 0},
+}
+PRESETS["cpu-tour"] = {name: {**values, **TOUR_CUTS.get(name, {})} for name, values in PRESETS["cpu"].items()}
 
 
 def preset_values(config_name: str, preset: str) -> dict[str, Any]:

@@ -9,12 +9,15 @@ Outside a kernel it only collects data: ``history`` holds every series and ``fig
     dash = LiveDashboard()                                  # SFT panels
     dash = LiveDashboard(PREFERENCE_PANELS, title="dpo")    # or RL_PANELS, or your own:
     dash = LiveDashboard([Panel("reward", ("reward", "reward_std")), "kl"])
+    dash = LiveDashboard([Panel("reward per function", "rewards/*/mean")])  # one line per function
     train(cfg, callbacks=[dash])
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,6 +38,11 @@ class Panel:
 
     ``metrics`` and ``eval_metrics`` name keys of the ``on_step`` / ``on_eval`` metric dicts (a single
     name may be given as a string). A metric that never arrives leaves its trace empty.
+
+    A name with a ``*`` is a pattern: every metric that matches it gets its own trace, added when the
+    metric first arrives and named by the part the ``*`` matched (``rewards/*/mean`` draws
+    ``rewards/format/mean`` as "format"). Use it for series whose names are not known in advance,
+    such as one reward per reward function.
     """
 
     title: str
@@ -66,13 +74,20 @@ PREFERENCE_PANELS: tuple[Panel, ...] = (
     Panel("KL to reference", ("kl",), ("heldout/kl",)),
 )
 
-# Metric names as TRL's GRPO/RLOO trainers log them (``clip_fraction`` for a stage that logs PPO's name).
+# Metric names as TRL's GRPO/RLOO trainers log them; labkit's PPO logs ``clip_fraction`` and
+# ``value_loss`` instead of or beside them. ``heldout/accuracy`` is the stages' greedy held-out eval.
 RL_PANELS: tuple[Panel, ...] = (
-    Panel("reward", ("reward", "reward_std"), ("reward",)),
-    Panel("KL", ("kl",)),
+    Panel("reward (mean, std over completions)", ("reward", "reward_std")),
+    Panel("reward per function", ("rewards/*/mean",)),
+    Panel("held-out accuracy", (), ("heldout/accuracy",)),
+    Panel("KL to reference", ("kl",)),
     Panel("entropy", ("entropy",)),
     Panel("clip fraction", ("clip_ratio/region_mean", "clip_fraction")),
-    Panel("completion length", ("completions/mean_length",)),
+    Panel("completion length (tokens)", ("completions/mean_length",)),
+    Panel("truncation rate", ("completions/clipped_ratio",)),
+    # A group whose rewards are all equal has zero advantage everywhere: it teaches nothing.
+    Panel("groups with zero reward variance", ("frac_reward_zero_std",)),
+    Panel("loss", ("loss", "value_loss")),
 )
 
 
@@ -111,9 +126,43 @@ class _StaticFigure(go.Figure):
         raise NotImplementedError
 
 
-def _panel_traces(panel: Panel) -> list[tuple[str, str]]:
-    """(event, metric) for each trace of a panel, in drawing order: training lines, then eval markers."""
-    return [("step", name) for name in panel.metrics] + [("eval", name) for name in panel.eval_metrics]
+@functools.lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern | None:
+    """The regex for a metric pattern with ``*`` (each ``*`` one or more characters), or None for a plain name."""
+    if "*" not in pattern:
+        return None
+    return re.compile("^" + "(.+?)".join(re.escape(part) for part in pattern.split("*")) + "$")
+
+
+def _panel_traces(panel: Panel, history: dict | None = None) -> list[tuple[str, str, str]]:
+    """(event, metric, legend name) for each trace of a panel: training lines, then eval markers.
+
+    Plain names always have a trace; a pattern has one per metric in ``history`` that matches it, in
+    order of first arrival, skipping metrics the panel already draws.
+    """
+    traces: list[tuple[str, str, str]] = []
+    for event, names in (("step", panel.metrics), ("eval", panel.eval_metrics)):
+        prefix = "" if event == "step" else "eval "
+        plain = [name for name in names if _glob(name) is None]
+        seen = set(plain)
+        labels: set[str] = set()
+        for name in names:
+            regex = _glob(name)
+            if regex is None:
+                traces.append((event, name, prefix + name))
+                labels.add(prefix + name)
+                continue
+            for metric in (history or {}).get(event, {}):
+                match = regex.match(metric)
+                if match is None or metric in seen:
+                    continue
+                seen.add(metric)
+                label = prefix + "/".join(match.groups())
+                # Two patterns in one panel (rewards/*/mean, rewards/*/std) would both say "format".
+                label = prefix + metric if label in labels else label
+                labels.add(label)
+                traces.append((event, metric, label))
+    return traces
 
 
 def _loss_like(metrics: dict[str, float]) -> tuple[str, float] | None:
@@ -165,8 +214,6 @@ class LiveDashboard:
         self.update_every_s = float(update_every_s)
         self.progress = progress
         self.logger = JsonlLogger(log_path) if log_path is not None else None
-        # (event, metric) for every trace, in the order the figure holds them.
-        self._traces = [trace for panel in self.panels for trace in _panel_traces(panel)]
         self._warned: set[str] = set()
         self._reset()
 
@@ -175,6 +222,10 @@ class LiveDashboard:
         self.info: dict = {}
         self.summary: dict | None = None
         self._widget: go.FigureWidget | None = None
+        # (panel index, event, metric) for every trace of the widget, in the order it holds them;
+        # patterns add more as metrics arrive.
+        self._traces: list[tuple[int, str, str]] = []
+        self._colors: dict[str, str] = {}  # a metric keeps its colour across panels, train/eval and redraws
         self._handle = None
         self._bar = None
         self._postfix: dict[str, str] = {}
@@ -303,34 +354,40 @@ class LiveDashboard:
         cols = self._grid()[1]
         return index // cols + 1, index % cols + 1
 
-    def _figure(self, cls: type = go.Figure):
-        """A figure of class ``cls`` with one subplot per panel, one trace per series, current data."""
+    def _color(self, name: str, palette: list[str]) -> str:
+        return self._colors.setdefault(name, palette[len(self._colors) % len(palette)])
+
+    @staticmethod
+    def _palette(fig: go.Figure) -> list[str]:
+        """The template's colours, so a metric can keep one colour for its line and its eval markers."""
+        return list(fig.layout.template.layout.colorway or ()) or ["#636efa", "#ef553b", "#00cc96"]
+
+    def _scatter(self, event: str, name: str, label: str, color: str) -> go.Scatter:
+        x, y = self._series(event, name)
+        train = event == "step"
+        return go.Scatter(
+            # Small markers on lines too: a series of one point draws no line.
+            x=x, y=y, name=label, mode="lines+markers" if train else "markers",
+            line={"color": color}, marker={"color": color, "size": 3 if train else 8}, legendgroup=name,
+        )
+
+    def _build(self, cls: type = go.Figure):
+        """A figure of class ``cls`` with one subplot per panel and one trace per series, with the
+        (panel index, event, metric) of each trace in figure order."""
         rows, cols = self._grid()
         fig = make_subplots(
             rows=rows, cols=cols, subplot_titles=[p.title for p in self.panels],
             vertical_spacing=min(0.12, 0.5 / rows), horizontal_spacing=0.1,
         )
-        # The template's colours, so a metric can keep one colour for its line and its eval markers.
-        palette = list(fig.layout.template.layout.colorway or ()) or ["#636efa", "#ef553b", "#00cc96"]
-        color_of: dict[str, str] = {}  # a metric keeps its colour across panels and train/eval
+        palette = self._palette(fig)
+        keys: list[tuple[int, str, str]] = []
         for index, panel in enumerate(self.panels):
             row, col = self._cell(index)
             has_data = False
-            for event, name in _panel_traces(panel):
-                color = color_of.setdefault(name, palette[len(color_of) % len(palette)])
-                x, y = self._series(event, name)
-                has_data = has_data or bool(x)
-                train = event == "step"
-                fig.add_trace(
-                    go.Scatter(
-                        # Small markers on lines too: a series of one point draws no line.
-                        x=x, y=y, name=name if train else f"eval {name}",
-                        mode="lines+markers" if train else "markers",
-                        line={"color": color}, marker={"color": color, "size": 3 if train else 8},
-                        legendgroup=name,
-                    ),
-                    row=row, col=col,
-                )
+            for event, name, label in _panel_traces(panel, self.history):
+                has_data = has_data or name in self.history[event]
+                fig.add_trace(self._scatter(event, name, label, self._color(name, palette)), row=row, col=col)
+                keys.append((index, event, name))
             if panel.log_y:
                 fig.update_yaxes(type="log", row=row, col=col)
             # Not on the widget: the note would stay there once data arrives.
@@ -340,7 +397,11 @@ class LiveDashboard:
         for index in range(max(0, len(self.panels) - cols), len(self.panels)):  # bottom of each column
             fig.update_xaxes(title_text="step", row=self._cell(index)[0], col=self._cell(index)[1])
         fig.update_layout(title=self.title, height=max(300, 260 * rows), margin={"t": 70, "b": 40})
-        return fig if cls is go.Figure else cls(fig)
+        return (fig if cls is go.Figure else cls(fig)), keys
+
+    def _figure(self, cls: type = go.Figure):
+        """A figure of class ``cls`` with one subplot per panel, one trace per series, current data."""
+        return self._build(cls)[0]
 
     def _series(self, event: str, name: str) -> tuple[list, list]:
         column = self.history[event].get(name)
@@ -360,7 +421,7 @@ class LiveDashboard:
         if self.progress:
             self._safely("progress", self._open_bar)
         try:
-            self._widget = self._figure(go.FigureWidget)
+            self._widget, self._traces = self._build(go.FigureWidget)
         except Exception as exc:  # e.g. anywidget missing: no live plot, the static one still comes
             self._warn("widget", f"no live plot ({type(exc).__name__}: {exc}); a static one comes at the end")
             self._widget = None
@@ -397,8 +458,20 @@ class LiveDashboard:
         self._last_draw = _now()
 
         def update():
+            # Metrics that match a pattern for the first time get a trace of their own; plotly adds
+            # traces one by one, outside batch_update.
+            known = set(self._traces)
+            palette = self._palette(widget)
+            for index, panel in enumerate(self.panels):
+                for event, name, label in _panel_traces(panel, self.history):
+                    if (index, event, name) not in known:
+                        row, col = self._cell(index)
+                        widget.add_trace(self._scatter(event, name, label, self._color(name, palette)),
+                                         row=row, col=col)
+                        self._traces.append((index, event, name))
+                        known.add((index, event, name))
             with widget.batch_update():
-                for trace, (event, name) in zip(widget.data, self._traces):
+                for trace, (_, event, name) in zip(widget.data, self._traces):
                     x, y = self._series(event, name)
                     if len(trace.x or ()) != len(x):  # unchanged series: nothing to send
                         trace.x, trace.y = x, y

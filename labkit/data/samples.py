@@ -75,6 +75,11 @@ class Problem:
             return (self.a, self.op, self.b)
         return (min(self.a, self.b), self.op, max(self.a, self.b))
 
+    @property
+    def expression(self) -> str:
+        """The problem as code would write it: "40 + 14", "7 * 12"."""
+        return f"{self.a} {self.op} {self.b}"
+
     def reply(self, result: int | None = None) -> str:
         """The answer in the trained format; pass another result to write a wrong answer the same way."""
         r = self.result if result is None else result
@@ -289,8 +294,10 @@ def build_kto(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[
 
 
 def build_prompts(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[str, Any]]:
+    # `expression` is derived from the problem (no rng call), so adding it left every prompt, answer and
+    # split as before; labkit.reasoning builds and checks worked solutions from it.
     return [
-        {"prompt": question(p, rng), "answer": str(p.result), "split": split}
+        {"prompt": question(p, rng), "answer": str(p.result), "expression": p.expression, "split": split}
         for split, n in (("train", 200), ("heldout", 50))
         for p in rng.sample(pools[split], n)
     ]
@@ -337,8 +344,8 @@ SAMPLES = [
         "arithmetic_prompts.jsonl",
         Kind.PROMPT_ANSWER,
         build_prompts,
-        "question string + integer answer as a string, for RL with a verifiable reward; "
-        "200 train / 50 heldout",
+        "question string + integer answer as a string, for RL with a verifiable reward; `expression` "
+        "column (`a op b`, e.g. `40 + 14`) for worked solutions; 200 train / 50 heldout",
     ),
     Sample(
         "general_prompts.jsonl",

@@ -15,24 +15,17 @@ stays flat too, which is how the hack is caught without knowing the answers.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from labkit.models.generate import generate
 
-NUMBER_RE = re.compile(r"-?\d+")
-
 
 def final_number(text: str) -> str | None:
-    """The answer a free-form reply ends on: the integer after `####` if there is one, else the last integer."""
-    from labkit.data.samples import extract_answer
+    """The answer a free-form reply ends on (labkit.rewards.extract_number: `####`, `\\boxed{}`, else the last number)."""
+    from labkit.rewards import extract_number
 
-    found = extract_answer(text)
-    if found is not None:
-        return found
-    numbers = NUMBER_RE.findall(text.replace(",", ""))
-    return str(int(numbers[-1])) if numbers else None
+    return extract_number(text)
 
 
 def sample_pool(policy, tok, prompts: Sequence[Any], *, n: int = 8, max_new_tokens: int = 64,

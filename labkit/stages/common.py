@@ -1,4 +1,5 @@
-"""What every training stage does the same way: find the data, split it, and fill TRL's shared trainer args."""
+"""What every training stage does the same way: find the data, split it, fill TRL's shared trainer args, and
+measure held-out metrics from inside a trainer's loop."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pathlib
 from typing import Any
 
 from labkit.errors import ConfigError
+from labkit.runs.callbacks import Callbacks
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +48,35 @@ def trainer_args(cfg, info: dict, out: pathlib.Path, *, quiet: bool) -> dict[str
         # A labkit dashboard brings its own progress bar; without one, keep the trainer's.
         disable_tqdm=quiet,
     )
+
+
+class HeldOutProbe:
+    """A TrainerCallback that runs `measure(step)` every `every` steps and at the last step, and sends the
+    result to labkit callbacks as `heldout/…` evals; `latest` keeps (step, metrics, scores) of the last one.
+
+    Built lazily (`__new__` returns the transformers subclass) so importing this module does not import
+    transformers.
+    """
+
+    def __new__(cls, every: int, measure, before: dict[str, float], callbacks: Callbacks):
+        from transformers import TrainerCallback
+
+        class _Probe(TrainerCallback):
+            latest: tuple = (None, {}, [])
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                if before:  # the step-0 point of every held-out curve (after the dashboard has reset)
+                    callbacks.on_eval(0, {f"heldout/{k}": v for k, v in before.items()})
+
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                step = state.global_step
+                if not before or not (every and step % every == 0 or step == state.max_steps):
+                    return
+                training = model.training
+                model.eval()
+                metrics, scores = measure(step)
+                model.train(training)
+                self.latest = (step, metrics, scores)
+                callbacks.on_eval(step, {f"heldout/{k}": v for k, v in metrics.items()})
+
+        return _Probe()

@@ -23,7 +23,7 @@ from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks, JsonlLogger
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import data_path, split_rows, trainer_args
+from labkit.stages.common import HeldOutProbe, data_path, split_rows, trainer_args
 
 # Which TRL trainer and loss each method runs on, and what it optimises (shown in notebooks and reports).
 METHODS: dict[str, dict[str, str]] = {
@@ -144,38 +144,6 @@ def _accuracy_metrics(acc: dict) -> dict[str, float]:
 
 def _kl(est: dict) -> dict[str, float]:
     return {"kl": est["kl"], "kl_per_token": est["kl_per_token"]}
-
-
-class HeldOutProbe:
-    """A TrainerCallback that runs `measure(step)` every `every` steps and at the last step, and sends the
-    result to labkit callbacks as `heldout/…` evals; `latest` keeps (step, metrics, scores) of the last one.
-
-    Built lazily (`__new__` returns the transformers subclass) so importing this module does not import
-    transformers.
-    """
-
-    def __new__(cls, every: int, measure, before: dict[str, float], callbacks: Callbacks):
-        from transformers import TrainerCallback
-
-        class _Probe(TrainerCallback):
-            latest: tuple = (None, {}, [])
-
-            def on_train_begin(self, args, state, control, **kwargs):
-                if before:  # the step-0 point of every held-out curve (after the dashboard has reset)
-                    callbacks.on_eval(0, {f"heldout/{k}": v for k, v in before.items()})
-
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                step = state.global_step
-                if not before or not (every and step % every == 0 or step == state.max_steps):
-                    return
-                training = model.training
-                model.eval()
-                metrics, scores = measure(step)
-                model.train(training)
-                self.latest = (step, metrics, scores)
-                callbacks.on_eval(step, {f"heldout/{k}": v for k, v in metrics.items()})
-
-        return _Probe()
 
 
 def trainer_config(cfg: PreferenceConfig, info: dict, out: pathlib.Path, *, quiet: bool):

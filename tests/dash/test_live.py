@@ -250,3 +250,102 @@ def test_drawing_failure_warns_once_and_never_raises(kernel, clock, monkeypatch)
         dash.on_end({"global_step": 2})
     assert dash.history["step"]["loss"]["value"] == [1.0, 0.5]
     assert len(handles[0].updates) == 1  # the static figure still replaces the broken widget
+
+
+# ---- metric patterns and the RL panels ---------------------------------------------------------------
+
+def test_glob_panel_grows_one_trace_per_matching_metric(clock):
+    panels = [Panel("reward", ("reward", "rewards/*/mean"), ("heldout/*",)), Panel("KL", "kl")]
+    dash = LiveDashboard(panels, progress=False)
+    fig = dash.figure()
+    assert subplot_y(fig, 1, 1) == {"reward": ()}  # a pattern with no match yet draws nothing
+    dash.on_start({})
+    dash.on_step(1, {"reward": 0.2, "rewards/correctness/mean": 0.1, "rewards/correctness/std": 0.3})
+    dash.on_step(2, {"reward": 0.4, "rewards/correctness/mean": 0.2})
+    dash.on_step(3, {"reward": 0.9, "rewards/correctness/mean": 0.3, "rewards/format/mean": 0.6})
+    dash.on_eval(3, {"heldout/accuracy": 0.5})
+
+    fig = dash.figure()
+    assert subplot_y(fig, 1, 1) == {"reward": (0.2, 0.4, 0.9), "correctness": (0.1, 0.2, 0.3),
+                                    "format": (0.6,), "eval accuracy": (0.5,)}
+    assert [t.name for t in fig.select_traces(row=1, col=1)] == ["reward", "correctness", "format", "eval accuracy"]
+    assert tuple(next(fig.select_traces(selector={"name": "format"})).x) == (3,)
+    assert subplot_y(fig, 1, 2) == {"kl": ()}  # the std series matches no pattern and is not drawn
+
+
+def test_glob_labels_stay_distinct_and_a_metric_can_match_in_two_panels(clock):
+    panels = [Panel("reward", ("rewards/*/mean", "rewards/*/std")), Panel("means", ("rewards/*/mean",)),
+              Panel("explicit", ("rewards/a/mean", "rewards/*/mean"))]
+    dash = LiveDashboard(panels, progress=False)
+    dash.on_step(1, {"rewards/a/mean": 1.0, "rewards/a/std": 0.5, "rewards/b/mean": 2.0})
+    fig = dash.figure()
+    assert subplot_y(fig, 1, 1) == {"a": (1.0,), "rewards/a/std": (0.5,), "b": (2.0,)}
+    assert subplot_y(fig, 1, 2) == {"a": (1.0,), "b": (2.0,)}
+    # A metric named outright is not drawn a second time by the panel's pattern.
+    assert [t.name for t in fig.select_traces(row=2, col=1)] == ["rewards/a/mean", "b"]
+
+
+def test_live_widget_adds_pattern_traces_as_they_arrive(kernel, clock):
+    shown, handles = kernel
+    panels = [Panel("reward", ("reward",)), Panel("per function", ("rewards/*/mean",))]
+    dash = LiveDashboard(panels, update_every_s=0.0, progress=False)
+    dash.on_start({})
+    widget = shown[0]
+    assert [t.name for t in widget.data] == ["reward"]
+    dash.on_step(1, {"reward": 0.1, "rewards/correctness/mean": 0.0})
+    assert [t.name for t in widget.data] == ["reward", "correctness"]
+    dash.on_step(2, {"reward": 0.2, "rewards/correctness/mean": 0.5})
+    dash.on_step(3, {"reward": 0.3, "rewards/correctness/mean": 1.0, "rewards/format/mean": 0.25})
+    assert [t.name for t in widget.data] == ["reward", "correctness", "format"]
+    assert len(shown) == 1  # traces are added to the displayed widget, never a new display
+    by_name = {t.name: t for t in widget.data}
+    assert tuple(by_name["correctness"].y) == (0.0, 0.5, 1.0) and tuple(by_name["format"].x) == (3,)
+    # Both expanded traces sit in the second subplot, beside the reward panel.
+    assert by_name["correctness"].xaxis == by_name["format"].xaxis == "x2"
+    assert by_name["reward"].xaxis == "x"
+    dash.on_end({})
+    (static,) = handles[0].updates
+    assert subplot_y(static, 1, 2) == {"correctness": (0.0, 0.5, 1.0), "format": (0.25,)}
+
+
+def trl_grpo_log(step: int) -> dict:
+    """Every metric RL stages send on a step, with TRL's GRPO names and PPO's extra ones."""
+    return {"loss": 0.01 * step, "reward": 0.5, "reward_std": 0.2, "rewards/correctness/mean": 0.4,
+            "rewards/correctness/std": 0.49, "rewards/format/mean": 0.9, "rewards/format/std": 0.3,
+            "kl": 0.002 * step, "entropy": 1.2, "clip_ratio/region_mean": 0.05, "completions/mean_length": 37.0,
+            "completions/clipped_ratio": 0.25, "frac_reward_zero_std": 0.5, "learning_rate": 1e-5,
+            "num_tokens": 1000.0 * step}
+
+
+def test_rl_panels_draw_every_rl_metric(clock):
+    dash = LiveDashboard(live.RL_PANELS, title="grpo", progress=False)
+    dash.on_start({"max_steps": 2})
+    for step in (1, 2):
+        dash.on_step(step, trl_grpo_log(step))
+    dash.on_eval(2, {"heldout/accuracy": 0.35})
+    fig = dash.figure()
+
+    drawn: dict[str, set[str]] = {}
+    for index, panel in enumerate(dash.panels):
+        traces = list(fig.select_traces(row=index // 2 + 1, col=index % 2 + 1))
+        drawn[panel.title] = {t.name for t in traces if t.y}
+        assert drawn[panel.title], f"panel {panel.title!r} got no data"
+    assert "no data" not in [a.text for a in fig.layout.annotations]
+    assert drawn["reward per function"] == {"correctness", "format"}
+    assert {"reward", "reward_std"} <= drawn["reward (mean, std over completions)"]
+    assert drawn["held-out accuracy"] == {"eval heldout/accuracy"}
+    names = {name for panel in live.RL_PANELS for name in panel.metrics + panel.eval_metrics}
+    for metric in ("kl", "entropy", "clip_ratio/region_mean", "clip_fraction", "completions/mean_length",
+                   "completions/clipped_ratio", "frac_reward_zero_std", "loss", "value_loss"):
+        assert metric in names
+
+
+def test_rl_panels_take_ppo_names(clock):
+    dash = LiveDashboard(live.RL_PANELS, progress=False)
+    dash.on_step(1, {"reward": 0.1, "kl": 0.01, "clip_fraction": 0.12, "value_loss": 0.7, "kl_coef": 0.05})
+    fig = dash.figure()
+    titles = [p.title for p in live.RL_PANELS]
+    clip = titles.index("clip fraction")
+    loss = titles.index("loss")
+    assert subplot_y(fig, clip // 2 + 1, clip % 2 + 1)["clip_fraction"] == (0.12,)
+    assert subplot_y(fig, loss // 2 + 1, loss % 2 + 1)["value_loss"] == (0.7,)

@@ -1,0 +1,53 @@
+"""Rewards for RL: verifiable rewards in TRL's reward-function protocol, a reward playground, and pre-flight checks."""
+
+from labkit.rewards.preflight import (
+    PreflightError,
+    PreflightReport,
+    check_prompts_templated,
+    check_reward_output,
+    check_rollouts,
+    preflight,
+    reward_name,
+    reward_names,
+)
+from labkit.rewards.verifiable import (
+    REWARDS,
+    completion_text,
+    correctness,
+    exact_match,
+    extract_number,
+    format_reward,
+    get_rewards,
+    length,
+    length_reward,
+    numbers_equal,
+    playground,
+    repetition,
+    repetition_penalty,
+    score_completions,
+)
+
+__all__ = [
+    "REWARDS",
+    "PreflightError",
+    "PreflightReport",
+    "check_prompts_templated",
+    "check_reward_output",
+    "check_rollouts",
+    "completion_text",
+    "correctness",
+    "exact_match",
+    "extract_number",
+    "format_reward",
+    "get_rewards",
+    "length",
+    "length_reward",
+    "numbers_equal",
+    "playground",
+    "preflight",
+    "repetition",
+    "repetition_penalty",
+    "reward_name",
+    "reward_names",
+    "score_completions",
+]

@@ -1,0 +1,260 @@
+"""What the RL stages (grpo, rloo, ppo) share: prompts with answers, held-out accuracy, pre-flight, rollout logs.
+
+The three stages differ only in how they turn rewards into an update; everything around the update is here so
+that a comparison of them is a comparison of the update and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from labkit.config import RLConfig
+from labkit.stages.common import data_path, split_rows
+
+
+def prompt_messages(prompt: Any, system_prompt: str = "") -> list[dict[str, str]]:
+    """A row's prompt as a message list (a string becomes one user turn), with the config's system turn first."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    if system_prompt and messages[0].get("role") != "system":
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def load_prompt_rows(cfg: RLConfig, tok) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) rows of a prompt + answer file, validated, prompts as message lists.
+
+    Rows keep their other columns: TRL hands every column to the reward functions as keyword arguments.
+    """
+    from labkit.data.io import load_rows
+    from labkit.data.types import Kind
+
+    path = data_path(cfg.data)
+    rows = load_rows(path, kind=Kind.PROMPT_ANSWER, tokenizer=tok)
+    train, held = split_rows(rows, cfg.train_split, cfg.eval_split, str(path), "RLConfig")
+    for row in (*train, *held):
+        row["prompt"] = prompt_messages(row["prompt"], cfg.system_prompt)
+        row["answer"] = str(row["answer"])
+    return train, held[: cfg.n_eval]
+
+
+def build_rewards(cfg: RLConfig) -> list[Callable]:
+    """The reward functions cfg.rewards names, with the config's length budget for `length`."""
+    from labkit.rewards import get_rewards, length_reward
+
+    return [length_reward(cfg.length_budget) if name == "length" else fn
+            for name, fn in zip(cfg.reward_names, get_rewards(cfg.reward_names))]
+
+
+def heldout_accuracy(model, tok, rows: Sequence[dict], *, max_new_tokens: int = 64,
+                     batch_size: int = 25) -> tuple[dict[str, float], list[dict]]:
+    """Greedy answers to held-out prompts, scored by the correctness reward: (metrics, per-prompt samples)."""
+    from labkit.models.generate import generate
+    from labkit.rewards import extract_number, numbers_equal
+
+    training = model.training
+    model.eval()
+    try:
+        outs = generate(model, tok, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size)
+    finally:
+        model.train(training)
+    samples = [{"prompt": r["prompt"][-1]["content"], "answer": r["answer"], "completion": o.text,
+                "extracted": extract_number(o.text), "correct": numbers_equal(extract_number(o.text), r["answer"]),
+                "tokens": len(o.token_ids), "truncated": not o.finished} for r, o in zip(rows, outs)]
+    n = max(len(samples), 1)
+    metrics = {"accuracy": sum(s["correct"] for s in samples) / n,
+               "mean_length": sum(s["tokens"] for s in samples) / n,
+               "truncated": sum(s["truncated"] for s in samples) / n}
+    return metrics, samples
+
+
+class AccuracyCurve:
+    """Held-out greedy accuracy at chosen steps, as a curve against training seconds.
+
+    Call it at step 0 before training, `start()` the clock when training starts, then call it at any step;
+    each eval's own time is paused out of the training clock, so the curve's `seconds` is time spent learning.
+    """
+
+    def __init__(self, model, tok, rows: Sequence[dict], max_new_tokens: int):
+        self.model, self.tok, self.rows, self.max_new_tokens = model, tok, rows, max_new_tokens
+        self.clock: Stopwatch | None = None
+        self.points: list[dict] = []
+
+    def start(self) -> Stopwatch:
+        self.clock = Stopwatch()
+        return self.clock
+
+    def __call__(self, step: int) -> tuple[dict[str, float], list[dict]]:
+        if not self.rows:
+            return {}, []
+        if self.clock is None:
+            metrics, samples = heldout_accuracy(self.model, self.tok, self.rows, max_new_tokens=self.max_new_tokens)
+            self.points.append({"step": step, "seconds": 0.0, "wall_seconds": 0.0, **metrics})
+            return metrics, samples
+        with self.clock.pause():
+            metrics, samples = heldout_accuracy(self.model, self.tok, self.rows, max_new_tokens=self.max_new_tokens)
+        self.points.append({"step": step, "seconds": self.clock.training, "wall_seconds": self.clock.wall, **metrics})
+        return metrics, samples
+
+
+def before_after_samples(before: Sequence[dict], after: Sequence[dict]) -> list[dict]:
+    """The same held-out prompts answered before and after training, side by side."""
+    return [{"prompt": b["prompt"], "answer": b["answer"], "before": b["completion"], "after": a["completion"],
+             "correct_before": b["correct"], "correct_after": a["correct"]} for b, a in zip(before, after)]
+
+
+def preflight_summary(report) -> dict[str, Any] | None:
+    """The pre-flight report's numbers for result.json (None when pre-flight was off)."""
+    if report is None:
+        return None
+    return {"truncation_rate": report.truncation_rate, "reward_mean": report.reward_mean,
+            "zero_variance_groups": report.zero_variance_groups, "warnings": report.warnings}
+
+
+def run_preflight(cfg: RLConfig, model, tok, rows: Sequence[dict], funcs: list[Callable]):
+    """labkit.rewards.preflight on the first training prompts; raises PreflightError before any training step."""
+    from labkit.rewards import preflight
+
+    columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
+    report = preflight(model, tok, [r["prompt"] for r in rows], funcs, columns=columns, reward_weights=cfg.weights,
+                       num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+                       temperature=cfg.temperature, probe_prompts=cfg.probe_prompts, seed=cfg.seed)
+    print(f"pre-flight passed on {cfg.probe_prompts} prompts × {cfg.num_generations}: "
+          f"reward mean {report.reward_mean:.3f}, truncated {report.truncation_rate:.0%}, "
+          f"zero-variance groups {report.zero_variance_groups:.0%}", flush=True)
+    for warning in report.warnings:
+        print(f"pre-flight warning: {warning}", flush=True)
+    return report
+
+
+class RolloutLog:
+    """Wraps reward functions so that every rollout a trainer scores lands in `rollouts.jsonl`.
+
+    TRL calls each reward function in turn on the same batch; the wrappers collect the per-function scores,
+    and when the last one has reported, one record per completion is written: prompt, completion, each
+    function's reward, the weighted total and the group advantage (labkit.losses.advantages, the same
+    estimator as the trainer's). `trainer_state` (which TRL passes) gives the step. labkit's PPO calls
+    `record` directly with its own advantages.
+    """
+
+    def __init__(self, funcs: Sequence[Callable], weights: Sequence[float], group_size: int,
+                 path: pathlib.Path | None, *, max_completion_length: int | None = None,
+                 advantage: Callable | None = None):
+        from labkit.rewards import reward_names
+
+        self.names = reward_names(list(funcs))
+        self.weights = list(weights)
+        self.group_size = group_size
+        self.path = path
+        self.advantage = advantage
+        self.max_completion_length = max_completion_length
+        self._pending: dict[str, list] = {}
+        self._lock = threading.Lock()
+        self.steps_seen: list[int] = []
+        if path is not None:
+            path.write_text("")
+        self.funcs = [self._wrap(f, name) for f, name in zip(funcs, self.names)]
+
+    def _wrap(self, fn: Callable, name: str) -> Callable:
+        log = self
+
+        def scored(prompts, completions, **kwargs):
+            out = fn(prompts, completions, **kwargs)
+            log._collect(name, prompts, completions, out, kwargs)
+            return out
+
+        scored.__name__ = getattr(fn, "__name__", name)  # TRL logs rewards/<__name__>/mean
+        return scored
+
+    def _collect(self, name: str, prompts, completions, scores, kwargs) -> None:
+        with self._lock:
+            self._pending[name] = [None if s is None else float(s) for s in scores]
+            if len(self._pending) < len(self.names):
+                return
+            per_fn, self._pending = self._pending, {}
+        state = kwargs.get("trainer_state")
+        step = (state.global_step + 1) if state is not None else len(self.steps_seen) + 1
+        ids = kwargs.get("completion_ids")
+        limit = self.max_completion_length
+        self.record(step, prompts, completions, per_fn, tokens=[len(i) for i in ids] if ids is not None else None,
+                    truncated=[len(i) >= limit for i in ids] if ids is not None and limit else None)
+
+    def totals(self, per_fn: dict[str, list]) -> list[float]:
+        """Weighted sum per completion; a function's None (not applicable) adds nothing, as in TRL."""
+        n = len(next(iter(per_fn.values())))
+        return [sum(w * (per_fn[k][i] or 0.0) for k, w in zip(self.names, self.weights)) for i in range(n)]
+
+    def record(self, step: int, prompts, completions, per_fn: dict[str, list], *, tokens=None, truncated=None,
+               advantages: Sequence[float] | None = None) -> list[dict]:
+        """Append one record per completion (and return them)."""
+        import torch
+
+        from labkit.losses.advantages import group_advantages
+        from labkit.rewards import completion_text
+
+        total = self.totals(per_fn)
+        if advantages is None:
+            compute = self.advantage or (lambda r, g: group_advantages(r, g))
+            advantages = compute(torch.tensor(total), self.group_size).tolist()
+        records = [{"step": step, "group": i // self.group_size, "prompt": _prompt_text(p),
+                    "completion": completion_text(c), "rewards": {k: per_fn[k][i] for k in self.names},
+                    "reward": total[i], "advantage": float(advantages[i]),
+                    "tokens": tokens[i] if tokens is not None else len(completion_text(c).split()),
+                    "truncated": bool(truncated[i]) if truncated is not None else False}
+                   for i, (p, c) in enumerate(zip(prompts, completions))]
+        self.steps_seen.append(step)
+        if self.path is not None:
+            with self.path.open("a") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in records)
+        return records
+
+
+def _prompt_text(prompt: Any) -> str:
+    """The last user turn of a message-list prompt (what a person reads in the rollout browser)."""
+    if isinstance(prompt, str):
+        return prompt
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), str(prompt))
+
+
+def time_budget(deadline: float | None):
+    """A TrainerCallback that stops training after the step that crosses `deadline` (a perf_counter time)."""
+    from transformers import TrainerCallback
+
+    class _Budget(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if deadline is not None and time.perf_counter() >= deadline:
+                control.should_training_stop = True
+
+    return _Budget()
+
+
+class Stopwatch:
+    """Wall-clock seconds of training, with held-out evaluations paused out of it (and counted apart)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.paused = 0.0
+
+    def pause(self):
+        stopwatch = self
+
+        class _Pause:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                stopwatch.paused += time.perf_counter() - self.t
+
+        return _Pause()
+
+    @property
+    def wall(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def training(self) -> float:
+        return self.wall - self.paused

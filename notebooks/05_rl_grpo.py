@@ -1,0 +1,130 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · RL from verifiable rewards: GRPO
+#
+# SFT shows the model answers; preference optimisation shows it pairs of answers. RL lets the model write
+# its own answers and tells it only **how good each one was**. When the task has a checkable answer (a
+# number, a passing unit test) the "how good" is a few lines of code, not a learned reward model: RL from
+# verifiable rewards.
+#
+# GRPO samples a **group** of G answers per prompt, scores each, and pushes up the ones that beat their
+# group's mean. No value network: the group is the baseline. Most failed RL runs fail silently: the reward
+# is never earned, every answer is cut off, or every answer in a group gets the same score, and then the
+# loss is zero and nothing moves. So this lab checks all of that **before** the first step, then trains
+# with every signal on screen.
+
+# %% tags=["parameters"]
+PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
+MODEL = "smollm2-135m-instruct"
+OUT = "runs/05_grpo"
+
+# %%
+import pandas as pd
+
+from labkit.config import RLConfig
+from labkit.dash import RL_PANELS, LiveDashboard
+from labkit.dash.rl import RolloutBrowser, reward_playground, rl_curves
+from labkit.rewards import REWARDS, PreflightError, check_prompts_templated, check_rollouts, get_rewards
+from labkit.models import load_tokenizer
+from labkit.stages import grpo
+
+cfg = RLConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)
+cfg = cfg.replace(eval_every=max(cfg.max_steps // 4, 1))
+print(cfg.help().splitlines()[0], "\n", {k: v for k, v in cfg.to_dict().items() if k in (
+    "rewards", "max_steps", "prompts_per_step", "num_generations", "max_completion_length", "loss_type", "beta")})
+
+# %% [markdown]
+# ## 1. The reward is code: test it before you train with it
+#
+# `labkit.rewards` holds the checkers. `correctness` pulls the final number out of a reply (`#### n`, then
+# `\boxed{n}`, then the last number; commas, signs and units handled) and compares it with the answer.
+# Score some hand-written replies, including ones that *should* fool a sloppy checker. Edit the box and
+# press **score**: a reward you have not tried on bad answers is a reward the policy will exploit.
+
+# %%
+reward_playground(get_rewards(["correctness", "format", "length"]), "What is 40 + 14?", [
+    "40 + 14 = 54\n#### 54", "The answer is 54.", "40 + 14 = 54, or maybe 45", "#### 5,4", "I think 54 apples."],
+    answer="54")
+
+# %% [markdown]
+# ## 2. Pre-flight: the failures that waste a run
+#
+# `grpo.train` runs these checks on a probe batch before any step. Here each one is provoked on purpose.
+# A plain string prompt handed to a chat model skips its chat template, so the model sees text it was
+# never trained on:
+
+# %%
+tok = load_tokenizer(MODEL)
+try:
+    check_prompts_templated(tok, ["What is 40 + 14?"])
+except PreflightError as err:
+    print(f"[{err.check}] {err}")
+
+# %% [markdown]
+# Rewards that are the same for every answer in a group give every answer advantage zero, so the gradient
+# is zero. A run like that logs a loss, burns hours and learns nothing:
+
+# %%
+for rewards in ([0.0] * 8, [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]):
+    try:
+        check_rollouts([True] * 8, rewards, group_size=4, max_completion_length=64)
+    except PreflightError as err:
+        print(f"[{err.check}] {err}\n")
+
+# %% [markdown]
+# ## 3. Train, watching every signal
+#
+# - **reward** (overall and per function) should rise; **held-out accuracy** (greedy, prompts never trained
+#   on) is the number that counts.
+# - **KL to the reference** is the drift from where you started; **entropy** falling too fast means the
+#   policy collapsed onto one answer.
+# - **truncation rate** and **completion length**: answers cut off earn nothing.
+# - **zero-variance groups**: the share of prompts that taught nothing this step (all right or all wrong).
+
+# %%
+result = grpo.train(cfg, callbacks=[LiveDashboard(RL_PANELS, title="GRPO")])
+
+# %% [markdown]
+# ## 4. Before and after
+
+# %%
+m = result.metrics
+print(f"held-out accuracy {m['before']['accuracy']:.0%} → {m['after']['accuracy']:.0%} in {m['steps']} steps, "
+      f"{m['train_seconds']:.0f} s of training; mean answer length {m['before']['mean_length']:.0f} → "
+      f"{m['after']['mean_length']:.0f} tokens")
+pd.DataFrame(result.samples)[["prompt", "answer", "before", "after", "correct_after"]].head(8)
+
+# %%
+rl_curves(result.log_path, title="GRPO run")
+
+# %% [markdown]
+# ## 5. Read the rollouts
+#
+# Every completion the trainer scored, with its rewards and its **advantage**: green ones were pushed up,
+# red ones down. Slide through the steps: which answers win early, and what do late answers look like?
+
+# %%
+RolloutBrowser(result.output_dir)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Add the `format` reward (`cfg.replace(rewards="correctness,format", reward_weights="1,0.2")`). Does
+#    the policy learn the `#### n` line, and does accuracy follow?
+# 2. Set `temperature=0.3`. What happens to the zero-variance groups, and why does that slow learning?
+# 3. Switch `loss_type` between `grpo`, `dr_grpo` and `dapo`, and watch completion length. Dr. GRPO's paper
+#    argues that per-sequence averaging rewards long wrong answers less than short ones; do you see it?
+# 4. Write a reward that the policy can hack (say, "reply contains the answer anywhere"), try it in the
+#    playground, then train with it and find the hack in the rollout browser.

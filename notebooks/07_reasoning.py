@@ -1,0 +1,114 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Reasoning: chain-of-thought data, self-reflection, rejection sampling
+#
+# A model that answers in one jump has to get every carry right in its head. Writing the working out
+# (chain of thought) turns one hard step into several easy ones, and gives us something to **check step by
+# step**, not only at the answer. This lab builds reasoning data three ways, all from problems whose answers
+# code can verify:
+#
+# 1. **Chain-of-thought data** written by code from the problem itself, each step checkable.
+# 2. **Self-reflection traces** built from the model's *own* wrong attempts: attempt → check → revise.
+# 3. **Rejection sampling** (RFT / STaR): sample k answers, keep the verified ones, fine-tune on them,
+#    repeat. The model's right answers become its training data.
+
+# %% tags=["parameters"]
+PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
+MODEL = "smollm2-135m-instruct"
+OUT = "runs/07_reasoning"
+
+# %%
+import pandas as pd
+
+from labkit.config import ReasoningConfig
+from labkit.dash import LiveDashboard, Panel
+from labkit.dash.rl import rounds_plot
+from labkit.data.samples import load_sample
+from labkit.models import load_model
+from labkit.reasoning import (attempt_stats, build_cot_rows, build_reflection_rows, collect_attempts, cot_reply,
+                              rejection_sampling, verify_steps)
+
+cfg = ReasoningConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)
+rows = load_sample("arithmetic_prompts", split="train")
+
+# %% [markdown]
+# ## 1. Chain of thought, written and checked by code
+#
+# Each arithmetic prompt carries its `expression`. `cot_reply` splits it into tens and ones, one equation
+# per line; `verify_steps` re-computes every equation in a reply, which is a **process** check: it finds the
+# first wrong step, not only a wrong answer.
+
+# %%
+for expression in ("47 + 38", "85 - 38", "7 * 12"):
+    print(f"{expression}:\n{cot_reply(expression)}\n")
+
+# %%
+cot_rows = build_cot_rows(rows)
+print(len(cot_rows), "CoT rows; all steps verify:", all(verify_steps(r["messages"][-1]["content"])["all_correct"]
+                                                        for r in cot_rows))
+verify_steps("47 + 38: 40 + 30 = 70, 7 + 8 = 15, 70 + 15 = 75\n#### 75")
+
+# %% [markdown]
+# ## 2. Self-reflection from the model's own mistakes
+#
+# Sample a few attempts per prompt from the model, keep the wrong ones, and write a trace that shows the
+# attempt, a check computed by code, and the corrected working. Training on such traces teaches the *shape*
+# of checking and revising; whether the model learns to check for real is what a held-out eval must show.
+
+# %%
+model, tok = load_model(MODEL)
+attempts = collect_attempts(model, tok, rows[:8], k=2, max_new_tokens=cfg.max_new_tokens,
+                            temperature=cfg.temperature, seed=cfg.seed)
+print(attempt_stats(attempts))
+reflection = build_reflection_rows(attempts)
+print(reflection[0]["messages"][-1]["content"] if reflection else "every attempt was right: no trace to build")
+del model
+
+# %% [markdown]
+# ## 3. Rejection sampling, round by round
+#
+# Each round samples k answers for a slice of training prompts from the current model, keeps the answers
+# the verifier accepts, fine-tunes the LoRA adapter on them, and measures held-out greedy accuracy.
+# **verified rate** is the model's pass rate on training prompts at the start of the round: if the loop
+# works, it rises round over round.
+
+# %%
+dash = LiveDashboard([Panel("SFT loss", ("loss",)), Panel("rates", (), ("verified_rate", "heldout_accuracy"))],
+                     title="rejection sampling")
+result = rejection_sampling(cfg, callbacks=[dash])
+
+# %%
+rounds = result.metrics["rounds"]
+pd.DataFrame(rounds)[["round", "sampled", "verified", "verified_rate", "kept", "heldout_accuracy", "seconds"]]
+
+# %%
+rounds_plot(rounds)
+
+# %% [markdown]
+# ## What to look for
+#
+# - The first round trains on the answers the model could already produce: it sharpens what it knows
+#   rather than teaching new arithmetic. Later rounds sample from a sharper model, so more verify.
+# - Only verified *and finished* answers are kept: a reply cut off at the token limit is never imitated.
+# - Compare with notebook 05: GRPO also learns from the model's own samples, but pushes wrong answers
+#   *down* too; rejection sampling only imitates the right ones.
+#
+# ## Exercises
+#
+# 1. Start the rounds from the CoT data: `rejection_sampling(cfg, warm_start="cot")`. Do more samples verify
+#    in round 1? Do the kept answers show their working?
+# 2. Set `k=1`. How much of the gain came from sampling several answers per prompt?
+# 3. Verify with `verify_steps` as well as the final answer (pass your own `reward=`): keep only answers
+#    whose every step is right. Does held-out accuracy move differently?
