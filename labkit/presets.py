@@ -51,8 +51,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 TOUR_CUTS: dict[str, dict[str, Any]] = {
     "SFTConfig": {"max_steps": 40},
     "RewardConfig": {"max_steps": 30},
-    "PreferenceConfig": {"max_steps": 20},
-    "RLConfig": {"max_steps": 200, "max_seconds": 240.0, "eval_every": 0},
+    "PreferenceConfig": {"max_steps": 16},
+    "RLConfig": {"max_steps": 200, "max_seconds": 200.0, "eval_every": 0},
 }
 PRESETS["cpu-tour"] = {name: {**values, **TOUR_CUTS.get(name, {})} for name, values in PRESETS["cpu"].items()}
 
