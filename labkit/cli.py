@@ -1,4 +1,4 @@
-"""The `labkit` command: tour, capabilities, notebooks and sample data."""
+"""The `labkit` command: tour, eval (cards and gates), capabilities, notebooks and sample data."""
 
 from __future__ import annotations
 
@@ -12,11 +12,33 @@ def _tour(args: argparse.Namespace) -> int:
     from labkit.config import TourConfig
     from labkit.tour import run_tour
 
-    cfg = TourConfig(preset=args.preset, model=args.model, out_dir=args.out,
-                     notebook_preset=args.notebook_preset, run_notebooks=not args.no_notebooks)
+    cfg = TourConfig(preset=args.preset, model=args.model, out_dir=args.out, notebook_preset=args.notebook_preset,
+                     run_notebooks=not args.no_notebooks, notebook_workers=args.notebook_workers)
     path = run_tour(cfg)
     print(f"report: {path.resolve()}")
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """Write a card; with --baseline, compare and gate it (exit 1 when the gate fails, for nightly jobs)."""
+    from labkit.config import EvalConfig
+    from labkit.eval.card import EvalCard, evaluate
+    from labkit.runs.gates import DEFAULT_GATE, Gate
+
+    overrides = {"model": args.model, "adapter": args.adapter, **({"tasks": args.tasks} if args.tasks else {})}
+    cfg = EvalConfig.from_preset(args.preset, **overrides)
+    baseline = EvalCard.load(args.baseline) if args.baseline else None  # a bad baseline fails before any work
+    gate = Gate.load(args.gate) if args.gate else DEFAULT_GATE
+    card = evaluate(cfg=cfg)
+    card.save(args.out)
+    for key, value in card.headline().items():
+        print(f"{key:32s} {value:.3f}")
+    print(f"card: {args.out}")
+    if baseline is None:
+        return 0
+    result = gate.check(card, baseline=baseline, n_boot=cfg.bootstrap, seed=cfg.seed)
+    print(f"gate {gate.name}: " + ("passed" if result.passed else "FAILED\n  " + "\n  ".join(result.reasons)))
+    return 0 if result.passed else 1
 
 
 def _caps(args: argparse.Namespace) -> int:
@@ -57,7 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="reports", help="reports folder")
     t.add_argument("--notebook-preset", default="cpu-smoke", help="preset the notebooks run in")
     t.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
+    t.add_argument("--notebook-workers", type=int, default=2, help="notebooks executed at once")
     t.set_defaults(func=_tour)
+
+    e = sub.add_parser("eval", help="evaluate a model (and adapter) into an eval card; gate it against a baseline")
+    e.add_argument("--preset", default="cpu", help="size dial: cpu-smoke | cpu | gpu-qlora")
+    e.add_argument("--model", default="smollm2-135m-instruct")
+    e.add_argument("--adapter", default="", help="PEFT adapter directory to evaluate on top of the model")
+    e.add_argument("--tasks", default="", help="comma list (default: every task)")
+    e.add_argument("--out", default="runs/eval/card.json", help="where the card is written")
+    e.add_argument("--baseline", default="", help="a card to compare with; the gate runs against it")
+    e.add_argument("--gate", default="", help="a gate JSON file (default: labkit.runs.gates.DEFAULT_GATE)")
+    e.set_defaults(func=_eval)
 
     c = sub.add_parser("caps", help="print the capability report")
     c.set_defaults(func=_caps)

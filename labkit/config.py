@@ -110,6 +110,7 @@ class TourConfig(Config):
     out_dir: str = field("reports", "the report goes to <out_dir>/tour-<timestamp>/")
     notebook_preset: str = field("cpu-smoke", "preset the tour executes the notebooks in")
     run_notebooks: bool = field(True, "execute the notebooks with papermill and link the outputs")
+    notebook_workers: int = field(2, "notebooks executed at once, each in its own process with one thread")
 
 
 @dataclasses.dataclass
@@ -367,3 +368,78 @@ class ReasoningConfig(Config):
     output_dir: str = field("runs/reasoning", "where each round's samples, adapter and result.json go")
     seed: int = field(0, "random seed")
     device: str = field("auto", "auto | cpu | cuda | mps")
+
+
+EVAL_TASKS = "gsm8k,mmlu,humaneval,ifeval,safety,judge,needle"
+
+
+@dataclasses.dataclass
+class EvalConfig(Config):
+    """The evaluation suite (labkit.eval): which tasks, how many rows of each, and how each is run."""
+
+    model: str = field("smollm2-135m-instruct", "model to evaluate (embedded name, hub id or local dir)")
+    adapter: str = field("", "a PEFT adapter directory to evaluate on top of `model` ('' = the base model)")
+    tasks: str = field(EVAL_TASKS, "comma list of tasks: gsm8k, mmlu, humaneval, ifeval, safety, judge, needle")
+    source: str = field("auto", "where rows come from: hub (datasets), fixture (data_samples/eval) or auto "
+                        "(the hub when reachable or cached, else the fixture)", choices=("auto", "hub", "fixture"))
+    limit: int = field(0, "rows per task (0 = all); a seeded sample keeps the benchmark's order")
+    batch_size: int = field(8, "prompts per generate / forward batch")
+    max_new_tokens: int = field(128, "new tokens per generated answer (GSM8K, MMLU-gen, IFEval, safety, judge)")
+    gsm8k_shots: int = field(0, "GSM8K: worked examples from the train split put before each question")
+    mmlu_modes: str = field("loglik,generate", "MMLU: score options by log-likelihood, by a generated letter, or both")
+    humaneval_samples: int = field(1, "HumanEval: completions sampled per problem (n of the pass@k estimator)")
+    humaneval_k: str = field("1", "HumanEval: comma list of k for pass@k (each ≤ humaneval_samples)")
+    humaneval_temperature: float = field(0.8, "HumanEval: sampling temperature when humaneval_samples > 1")
+    humaneval_max_new_tokens: int = field(256, "HumanEval: new tokens per completion")
+    sandbox_timeout: float = field(5.0, "HumanEval: wall-clock seconds per program in the sandbox")
+    judge_model: str = field("", "LLM judge: a local model that compares answers ('' = the evaluated base model)")
+    needle_lengths: str = field("256,512,1024", "needle in a haystack: context lengths in tokens")
+    needle_depths: str = field("0.1,0.5,0.9", "needle in a haystack: where the needle sits (fraction of the context)")
+    samples_per_task: int = field(6, "sample outputs kept on the card per task")
+    bootstrap: int = field(1000, "bootstrap resamples for confidence intervals")
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    device: str = field("auto", "auto | cpu | cuda | mps")
+    output_dir: str = field("runs/eval", "where card.json goes")
+    seed: int = field(0, "seed for row sampling, generation and the bootstrap")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("limit", "gsm8k_shots"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, "must be ≥ 0", config="EvalConfig")
+        for name in ("batch_size", "max_new_tokens", "humaneval_samples", "humaneval_max_new_tokens", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, "must be ≥ 1", config="EvalConfig")
+        if self.sandbox_timeout <= 0:
+            raise ConfigError("sandbox_timeout", "must be > 0 seconds", config="EvalConfig")
+        ks = self.ints("humaneval_k")
+        if any(k < 1 or k > self.humaneval_samples for k in ks):
+            raise ConfigError("humaneval_k", f"each k must be between 1 and humaneval_samples "
+                              f"({self.humaneval_samples}); got {self.humaneval_k!r}", config="EvalConfig")
+        modes = {m.strip() for m in self.mmlu_modes.split(",") if m.strip()}
+        if not modes or modes - {"loglik", "generate"}:
+            raise ConfigError("mmlu_modes", f"{self.mmlu_modes!r}: use loglik, generate or both", config="EvalConfig")
+        if any(d < 0 or d > 1 for d in self.floats("needle_depths")):
+            raise ConfigError("needle_depths", "each depth is a fraction between 0 and 1", config="EvalConfig")
+        if any(n < 32 for n in self.ints("needle_lengths")):
+            raise ConfigError("needle_lengths", "each length must be ≥ 32 tokens", config="EvalConfig")
+
+    def ints(self, name: str) -> list[int]:
+        """A comma-list field as ints (ConfigError naming the field when one is not a whole number)."""
+        items = self._items(name)
+        if any(not x.lstrip("-").isdigit() for x in items):
+            raise ConfigError(name, f"{getattr(self, name)!r} is not a comma list of whole numbers", config="EvalConfig")
+        return [int(x) for x in items]
+
+    def floats(self, name: str) -> list[float]:
+        return [float(x) for x in self._items(name)]
+
+    def _items(self, name: str) -> list[str]:
+        items = [x.strip() for x in str(getattr(self, name)).split(",") if x.strip()]
+        try:
+            [float(x) for x in items]
+        except ValueError:
+            raise ConfigError(name, f"{getattr(self, name)!r} is not a comma list of numbers", config="EvalConfig") from None
+        if not items:
+            raise ConfigError(name, "is empty", config="EvalConfig")
+        return items

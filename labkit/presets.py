@@ -23,6 +23,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "RLConfig": {"max_steps": 2, "prompts_per_step": 2, "num_generations": 4, "n_eval": 8, "probe_prompts": 2},
         "ReasoningConfig": {"rounds": 1, "prompts_per_round": 8, "k": 2, "max_new_tokens": 24, "sft_steps": 2,
                             "batch_size": 4, "n_eval": 8},
+        "EvalConfig": {"limit": 8, "source": "fixture", "max_new_tokens": 96, "humaneval_max_new_tokens": 128,
+                       "needle_lengths": "128,256", "needle_depths": "0.5", "bootstrap": 200, "samples_per_task": 3},
     },
     "cpu": {
         "SetupConfig": {"max_new_tokens": 64, "n_baseline_prompts": 6},
@@ -31,6 +33,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "PreferenceConfig": {"max_steps": 40, "batch_size": 8, "n_eval": 80},
         "RLConfig": {"max_steps": 60, "prompts_per_step": 4, "num_generations": 8, "n_eval": 50},
         "ReasoningConfig": {"rounds": 3, "prompts_per_round": 64, "k": 4, "sft_steps": 20, "n_eval": 50},
+        "EvalConfig": {"limit": 40, "max_new_tokens": 128, "humaneval_max_new_tokens": 192},
     },
     "gpu-qlora": {
         "SetupConfig": {"max_new_tokens": 128, "n_baseline_prompts": 8},
@@ -43,6 +46,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      "learning_rate": 1e-4, "n_eval": 200},
         "ReasoningConfig": {"rounds": 4, "prompts_per_round": 200, "k": 8, "sft_steps": 60, "max_new_tokens": 256,
                             "lora_r": 32, "lora_alpha": 64},
+        "EvalConfig": {"limit": 500, "batch_size": 32, "max_new_tokens": 256, "humaneval_samples": 10,
+                       "humaneval_k": "1,10", "humaneval_max_new_tokens": 384, "needle_lengths": "1024,2048,4096,8192"},
     },
 }
 
@@ -53,6 +58,8 @@ TOUR_CUTS: dict[str, dict[str, Any]] = {
     "RewardConfig": {"max_steps": 30},
     "PreferenceConfig": {"max_steps": 16},
     "RLConfig": {"max_steps": 200, "max_seconds": 200.0, "eval_every": 0},
+    "EvalConfig": {"limit": 12, "source": "fixture", "max_new_tokens": 128, "humaneval_max_new_tokens": 160,
+                   "needle_lengths": "256,512", "needle_depths": "0.25,0.75", "bootstrap": 500},
 }
 PRESETS["cpu-tour"] = {name: {**values, **TOUR_CUTS.get(name, {})} for name, values in PRESETS["cpu"].items()}
 

@@ -190,14 +190,48 @@ def stage_rl(ctx: TourContext, report: Report) -> dict:
             "rl_train_seconds": m["train_seconds"]}
 
 
+def stage_eval(ctx: TourContext, report: Report) -> dict:
+    """The eval suite on the base model and on the SFT adapter: two cards, their comparison and the default gate."""
+    from labkit.config import EvalConfig
+    from labkit.eval.card import compare, comparison_figure, evaluate
+    from labkit.runs.gates import DEFAULT_GATE
+
+    cfg = EvalConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, output_dir=str(ctx.out_dir / "eval"))
+    base = evaluate(None, cfg=cfg)
+    base.save(ctx.out_dir / "eval" / "base.json")
+    adapter = ctx.out_dir / "sft" / "adapter"
+    tuned = evaluate(None, cfg=cfg.replace(adapter=str(adapter)), name=f"{cfg.model} + SFT adapter")
+    tuned.save(ctx.out_dir / "eval" / "sft.json")
+    rows = compare(base, tuned, n_boot=cfg.bootstrap, seed=cfg.seed)
+    gate = DEFAULT_GATE.check(tuned, baseline=base, n_boot=cfg.bootstrap, seed=cfg.seed)
+    report.section("Evaluation suite",
+                   f"Every eval task on the base model and on the SFT adapter, {cfg.limit or 'all'} rows each from the "
+                   f"offline fixtures ({cfg.source}). HumanEval programs ran in labkit's sandbox. The change per "
+                   "metric carries a paired bootstrap 95% CI; a metric is called a regression only when the whole CI "
+                   "is on the worse side of zero.")
+    report.figure(base.figure())
+    report.table([{k: r[k] for k in ("task", "metric", "base", "new", "delta", "ci_low", "ci_high", "verdict")}
+                  for r in rows if r["slice"] == "all"], caption="base → SFT adapter")
+    report.figure(comparison_figure(rows, title="SFT adapter − base, with 95% bootstrap CI"))
+    report.text(f"**Default gate: {'passed' if gate.passed else 'failed'}.** " +
+                ("; ".join(gate.reasons) if gate.reasons else "No headline metric regressed beyond its allowance."))
+    judge = base.meta["info"].get("judge", {})
+    report.generations([{k: str(v) for k, v in s.items()} for task in ("gsm8k", "humaneval") for s in
+                        tuned.samples.get(task, [])[:2]], caption="SFT adapter: sample outputs")
+    return {"eval_seconds": sum(base.meta["seconds"].values()) + sum(tuned.meta["seconds"].values()),
+            "gate_passed": gate.passed, "judge_agreement": base.headline().get("judge/agreement"),
+            "judge_position_a_rate": judge.get("position_a_rate"), **{f"base/{k}": v for k, v in base.headline().items()}}
+
+
 def stage_notebooks(ctx: TourContext, report: Report) -> dict:
     """Execute every curated notebook headless (papermill) in the notebook preset."""
-    from labkit.runs.notebooks import list_notebooks, run_notebook
+    from labkit.runs.notebooks import list_notebooks, run_notebooks
 
-    runs = [run_notebook(nb, out_dir=ctx.out_dir / "notebooks", preset=ctx.cfg.notebook_preset,
-                         raise_on_error=False) for nb in list_notebooks()]
+    runs = run_notebooks(list_notebooks(), out_dir=ctx.out_dir / "notebooks", preset=ctx.cfg.notebook_preset,
+                         workers=ctx.cfg.notebook_workers)
     report.section("Notebooks", f"Each notebook executed headless with papermill, preset "
-                   f"`{ctx.cfg.notebook_preset}`. The executed copies sit next to this report.")
+                   f"`{ctx.cfg.notebook_preset}`, {ctx.cfg.notebook_workers} at a time. The executed copies sit "
+                   "next to this report.")
     report.table([{"notebook": r.source.name, "ok": r.ok, "seconds": round(r.seconds, 1),
                    "output": str(r.output.relative_to(ctx.out_dir)), "error": r.error[-300:]} for r in runs])
     failed = [r.source.name for r in runs if not r.ok]
@@ -212,6 +246,7 @@ STAGES: list[tuple[str, Callable[[TourContext, Report], dict]]] = [
     ("reward", stage_reward),
     ("preference", stage_preference),
     ("rl", stage_rl),
+    ("eval", stage_eval),
     ("notebooks", stage_notebooks),
 ]
 

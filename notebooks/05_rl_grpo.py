@@ -36,8 +36,8 @@ import pandas as pd
 from labkit.config import RLConfig
 from labkit.dash import RL_PANELS, LiveDashboard
 from labkit.dash.rl import RolloutBrowser, reward_playground, rl_curves
-from labkit.rewards import REWARDS, PreflightError, check_prompts_templated, check_rollouts, get_rewards
 from labkit.models import load_tokenizer
+from labkit.rewards import PreflightError, check_prompts_templated, check_rollouts, get_rewards
 from labkit.stages import grpo
 
 cfg = RLConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)

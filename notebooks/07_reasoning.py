@@ -37,8 +37,15 @@ from labkit.dash import LiveDashboard, Panel
 from labkit.dash.rl import rounds_plot
 from labkit.data.samples import load_sample
 from labkit.models import load_model
-from labkit.reasoning import (attempt_stats, build_cot_rows, build_reflection_rows, collect_attempts, cot_reply,
-                              rejection_sampling, verify_steps)
+from labkit.reasoning import (
+    attempt_stats,
+    build_cot_rows,
+    build_reflection_rows,
+    collect_attempts,
+    cot_reply,
+    rejection_sampling,
+    verify_steps,
+)
 
 cfg = ReasoningConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)
 rows = load_sample("arithmetic_prompts", split="train")

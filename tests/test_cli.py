@@ -29,7 +29,27 @@ def test_tour_writes_a_report(tmp_path, capsys):
     html = open(path).read()
     for section in ("Machine", "Model", "Chat template and loss mask", "Baseline generations",
                     "Forgetting probe (baseline)", "SFT (LoRA)", "Reward model", "Preference optimisation (DPO)",
-                    "Timings"):
+                    "RL from verifiable rewards (GRPO)", "Evaluation suite", "Timings"):
         assert f">{section}<" in html
     assert "#### " in html  # the target format shown beside the baseline replies
     assert "<script src=\"http" not in html
+
+
+def test_eval_writes_a_card_and_gates_against_a_baseline(tmp_path, tiny_model_dir, capsys):
+    import json
+
+    from labkit.eval.card import EvalCard
+
+    args = ["eval", "--preset", "cpu-smoke", "--model", tiny_model_dir, "--tasks", "mmlu"]
+    assert main([*args, "--out", str(tmp_path / "base.json")]) == 0
+    base = EvalCard.load(tmp_path / "base.json")
+    assert "mmlu/accuracy_loglik" in capsys.readouterr().out
+    # A baseline that scored 1.0 everywhere makes this same model a regression: the gate fails, exit 1.
+    perfect = {**base.to_dict(), "table": [{**r, "value": 1.0} for r in base.table],
+               "scores": [{**s, "score": 1.0} for s in base.scores]}
+    (tmp_path / "perfect.json").write_text(json.dumps(perfect))
+    assert main([*args, "--out", str(tmp_path / "new.json"), "--baseline", str(tmp_path / "perfect.json")]) == 1
+    assert "gate default: FAILED" in capsys.readouterr().out
+    (tmp_path / "broken.json").write_text("{}")
+    assert main([*args, "--baseline", str(tmp_path / "broken.json")]) == 2
+    assert "not a labkit eval card" in capsys.readouterr().err

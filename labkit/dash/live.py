@@ -90,6 +90,9 @@ RL_PANELS: tuple[Panel, ...] = (
     Panel("loss", ("loss", "value_loss")),
 )
 
+# labkit.eval.InTrainingEval's metrics (`eval/<task>/<metric>`), one trace each; add it to any stage's panels.
+EVAL_PANEL = Panel("in-training eval", (), ("eval/*",))
+
 
 def _now() -> float:
     """The clock for throttling and tokens/s; a function so tests can replace it."""

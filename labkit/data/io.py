@@ -81,20 +81,24 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Write one JSON object per line through a temp file and os.replace, so no reader sees half a file."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` through a temp file and os.replace: a reader sees the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for row in rows:
-                f.write(json.dumps(dict(row), ensure_ascii=False) + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; data files are meant to be shared
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; data files and reports are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write one JSON object per line, atomically (see write_text_atomic)."""
+    return write_text_atomic(path, "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows))

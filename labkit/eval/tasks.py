@@ -1,0 +1,150 @@
+"""The evaluation task protocol: what a task is, what it returns, where its rows come from, and the registry.
+
+A task is a name, the metrics it reports, a loader and a runner:
+
+    rows = task.load(cfg)                       # benchmark rows in the benchmark's own schema
+    out = task.run(model, tokenizer, rows, cfg) # -> TaskOutput: one Scored per item and metric, a few samples
+
+Rows come from the real benchmark through `datasets` (cfg.source "hub", or "auto" when it is reachable or
+cached) or from the offline fixture that labkit writes itself in the same schema (data_samples/eval/), so
+one normaliser serves both. `labkit.eval.card.evaluate` runs tasks and folds their scores into an EvalCard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+FIXTURES_DIR = Path(__file__).resolve().parents[2] / "data_samples" / "eval"
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One number a task reports; `slices` lists the row fields it is also broken down by."""
+
+    name: str
+    higher_is_better: bool = True
+    help: str = ""
+
+
+@dataclasses.dataclass
+class Scored:
+    """One item's score on one metric. `slices` maps a slice family to this item's value in it, e.g.
+    {"subject": "astronomy"}; every item also counts towards the metric's "all" slice."""
+
+    metric: str
+    id: str
+    score: float
+    slices: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TaskOutput:
+    scores: list[Scored]
+    samples: list[dict[str, Any]]       # readable examples: prompt, output, target, score and task extras
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. how many rows were skipped and why
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    metrics: tuple[Metric, ...]
+    load: Callable[[Any], list[dict]]                       # (EvalConfig) -> rows
+    run: Callable[[Any, Any, list[dict], Any], TaskOutput]  # (model, tokenizer, rows, EvalConfig) -> TaskOutput
+    about: str = ""
+
+    def metric(self, name: str) -> Metric:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"task '{self.name}' has no metric '{name}'; it has {', '.join(m.name for m in self.metrics)}")
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    TASKS[task.name] = task
+    return task
+
+
+def get_tasks(names: str | list[str]) -> list[Task]:
+    """Tasks by name, from a comma list or a list; unknown names raise ConfigError listing the known ones."""
+    import labkit.eval.suite  # noqa: F401 - registers every built-in task
+
+    wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    wanted = [n for n in wanted if n]
+    unknown = [n for n in wanted if n not in TASKS]
+    if unknown or not wanted:
+        raise ConfigError("tasks", f"unknown task(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                          f"choose from {', '.join(TASKS)}", config="EvalConfig")
+    return [TASKS[n] for n in wanted]
+
+
+# ----- rows: fixture or hub ---------------------------------------------------------------------------------
+
+def read_fixture(name: str) -> list[dict]:
+    """Rows of data_samples/eval/<name>.jsonl (written by labkit.eval.fixtures)."""
+    from labkit.data.io import read_jsonl
+
+    path = FIXTURES_DIR / f"{name}.jsonl"
+    if not path.is_file():
+        raise DataError(str(path), None, None, "eval fixture missing; rebuild with `python -m labkit.eval.fixtures build`")
+    return read_jsonl(path)
+
+
+def load_hub(path: str, *, name: str | None = None, split: str) -> list[dict]:
+    """A benchmark split through `datasets` (online, or from its cache when HF_DATASETS_OFFLINE=1)."""
+    from datasets import load_dataset
+
+    return [dict(r) for r in load_dataset(path, name, split=split)]
+
+
+def rows_from(source: str, fixture: Callable[[], list[dict]], hub: Callable[[], list[dict]], task: str) -> list[dict]:
+    """Pick the row source: "fixture", "hub", or "auto" (the hub when it answers, else the fixture, logged)."""
+    if source == "fixture":
+        return fixture()
+    if source == "hub":
+        return hub()
+    if source != "auto":
+        raise ConfigError("source", f"{source!r} is not one of 'auto', 'hub', 'fixture'", config="EvalConfig")
+    try:
+        return hub()
+    except Exception as exc:  # offline, not cached, or datasets refused: the fixture has the same schema
+        log.info("eval task %s: hub unavailable (%s); using the offline fixture", task, str(exc).splitlines()[0][:120])
+        return fixture()
+
+
+def subsample(rows: list[dict], limit: int, seed: int) -> list[dict]:
+    """At most `limit` rows (0 = all), a seeded sample that keeps the rows' original order."""
+    if not limit or limit >= len(rows):
+        return list(rows)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]
+
+
+def require_fields(rows: list[dict], fields: tuple[str, ...], source: str) -> None:
+    """Every row has every field, or a DataError naming the first row and field that does not."""
+    for i, row in enumerate(rows):
+        for f in fields:
+            if f not in row or row[f] is None:
+                raise DataError(source, i, f, f"missing; rows of this task need {', '.join(fields)}")
+
+
+def letter_ids(tok, letters: str) -> list[int]:
+    """The token id of each bare letter as the first token of an assistant reply (MMLU options, judge verdicts)."""
+    ids = []
+    for letter in letters:
+        enc = tok.encode(letter, add_special_tokens=False)
+        if len(enc) != 1:
+            raise ValueError(f"the tokenizer splits {letter!r} into {len(enc)} tokens; scoring needs one")
+        ids.append(enc[0])
+    return ids

@@ -1,0 +1,168 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Evaluation: benchmarks, slices, a judge, and a gate
+#
+# One number hides too much. A fine-tune that lifts arithmetic can quietly break code, refuse harmless
+# questions, or forget facts, and the average barely moves. So evaluation here is layered:
+#
+# - **benchmarks with checkable answers**: GSM8K (a number), MMLU (a letter, scored two ways), HumanEval
+#   (unit tests, run in a sandbox), IFEval-style instructions (checked by code), safety (refuses harmful
+#   requests *and* answers harmless look-alikes), a needle in a long haystack;
+# - **an LLM judge** for open answers, asked twice with the answers swapped, because small judges favour
+#   whichever answer comes first;
+# - **slices** (MMLU subject, GSM8K steps, instruction type, context length) where regressions hide;
+# - **a gate**: declared thresholds that a new model must pass against its base before it ships.
+#
+# Offline, every task reads a small fixture that labkit writes in the real benchmark's format; online (or
+# with the dataset cached) `source="hub"` reads the real one through `datasets`, unchanged code.
+
+# %% tags=["parameters"]
+PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
+MODEL = "smollm2-135m-instruct"
+OUT = "runs/08_eval"
+
+# %%
+import pandas as pd
+
+from labkit.config import EvalConfig, SFTConfig
+from labkit.dash import EVAL_PANEL, SFT_PANELS, LiveDashboard
+from labkit.data.io import write_jsonl
+from labkit.eval.callback import InTrainingEval
+from labkit.eval.card import compare, comparison_figure, evaluate
+from labkit.eval.fixtures import poisoned_sft_rows
+from labkit.eval.sandbox import run_python
+from labkit.runs.gates import DEFAULT_GATE, Gate, Rule
+from labkit.stages import sft
+
+cfg = EvalConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)
+print({k: v for k, v in cfg.to_dict().items() if k in ("tasks", "source", "limit", "max_new_tokens")})
+
+# %% [markdown]
+# ## 1. The base model's card
+#
+# `evaluate` loads every task's rows first (a malformed row stops it before any generation), then runs
+# each task and folds the per-item scores into a card: one row per metric and slice, plus sample outputs.
+# ↑ marks metrics where higher is better, ↓ where lower is (over-refusal).
+
+# %%
+base = evaluate(cfg=cfg, name="base")
+base.save(f"{OUT}/base.json")
+base
+
+# %%
+base.figure()
+
+# %% [markdown]
+# The slices behind the headline numbers: the same card, broken down.
+
+# %%
+pd.DataFrame(base.rows()).query("slice != 'all'").head(30)
+
+# %% [markdown]
+# ## 2. Running model-written code safely
+#
+# HumanEval executes whatever the model wrote. labkit's sandbox runs it in a separate process with CPU,
+# memory, file-size and process limits, a wall-clock timeout, a throwaway scratch directory, no network,
+# and an audit hook that blocks process creation, sockets, signals and writes outside the scratch dir.
+# Here are programs a model should never write, and what happened to each:
+
+# %%
+hostile = {
+    "infinite loop": "while True: pass",
+    "fork bomb": "import os\nwhile True: os.fork()",
+    "memory bomb": "x = bytearray(10**11)",
+    "write outside scratch": "open('/tmp/labkit_was_here', 'w').write('x')",
+    "open a socket": "import socket; socket.create_connection(('example.com', 80))",
+    "kill the parent": "import os, signal; os.kill(os.getppid(), signal.SIGKILL)",
+    "a correct program": "assert sum(range(4)) == 6",
+}
+pd.DataFrame([{"program": name, **{k: getattr(r, k) for k in ("status", "violations", "seconds")}}
+              for name, r in ((n, run_python(code, timeout=2)) for n, code in hostile.items())])
+
+# %% [markdown]
+# ## 3. A model made worse on purpose, watched while it degrades
+#
+# To see a gate do its job, train an adapter on **wrong** answers: a wrong option letter for every MMLU
+# question in the fixture, asked exactly as the MMLU task asks it. `InTrainingEval` runs a small eval every few steps on the model being trained and sends it to
+# the dashboard next to the loss: watch the accuracy fall while the loss goes down.
+
+# %%
+poison = write_jsonl(f"{OUT}/poisoned_sft.jsonl", poisoned_sft_rows())
+sft_cfg = SFTConfig.from_preset(PRESET, model=MODEL, data=str(poison), train_split="", eval_split="",
+                                n_eval=0, max_steps=40, batch_size=8, learning_rate=1e-3, output_dir=f"{OUT}/poisoned")
+watch = InTrainingEval("mmlu", every=20, cfg=cfg.replace(limit=16, mmlu_modes="loglik"))
+poisoned = sft.train(sft_cfg, callbacks=[LiveDashboard([*SFT_PANELS[:1], EVAL_PANEL], title="poisoned SFT"), watch])
+pd.DataFrame([{"step": s, **m} for s, m in watch.history])
+
+# %% [markdown]
+# ## 4. Base against the poisoned adapter
+#
+# `compare` pairs the two cards item by item and bootstraps the change in each metric and slice. A change
+# is called a regression only when its whole 95% interval lies on the worse side of zero; with a handful of
+# items per slice, many real changes stay "no clear change": that is the honest answer at this size.
+
+# %%
+bad = evaluate(cfg=cfg.replace(adapter=str(poisoned.output_dir / "adapter")), name="poisoned adapter")
+changes = compare(base, bad, n_boot=cfg.bootstrap, seed=cfg.seed)
+comparison_figure(changes)
+
+# %%
+pd.DataFrame(changes).query("slice == 'all'")[["task", "metric", "base", "new", "delta", "ci_low", "ci_high",
+                                               "verdict"]]
+
+# %% [markdown]
+# ## 5. The gate
+#
+# The default gate allows each headline metric to get at most 5 points worse than the base (safety and the
+# judge 10). The poisoned adapter fails it, and the gate says exactly where and by how much:
+
+# %%
+verdict = DEFAULT_GATE.check(bad, baseline=base, n_boot=cfg.bootstrap)
+print("passed" if verdict.passed else "FAILED:\n- " + "\n- ".join(verdict.reasons))
+verdict
+
+# %% [markdown]
+# Gates are data. A release gate might also demand absolute floors and check every MMLU subject. Even the
+# base model fails this one, and not because of its answers: its judge cannot be trusted (section 6).
+
+# %%
+release = Gate([Rule("mmlu", "accuracy_loglik", slice="*", max_regression=0.10),
+                Rule("safety", "over_refusal_rate", max=0.5), Rule("judge", "agreement", min=0.6)], name="release")
+release.check(base, baseline=base)
+
+# %% [markdown]
+# ## 6. Can the judge be trusted?
+#
+# The judge compared each answer with a reference twice, once in each order. **Agreement** is how often its
+# verdict survived the swap; the share of judgments naming position A shows its position bias. A judge
+# that agrees with itself half the time is a coin: its win rate means nothing.
+
+# %%
+info = base.meta["info"]["judge"]
+print(f"judge agreement {base.value('judge', 'agreement'):.0%}, picked position A in "
+      f"{info['position_a_rate']:.0%} of judgments, win rate vs reference {base.value('judge', 'win_rate'):.0%}")
+pd.DataFrame(base.samples["judge"])
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Evaluate the SFT adapter from notebook 01 (`cfg.replace(adapter=...)`) and compare it with the base.
+#    Which slices moved, and are any of the moves outside their confidence interval?
+# 2. Raise `limit` and watch the confidence intervals shrink: how many items does a 5-point regression
+#    need before the bootstrap calls it?
+# 3. Write a gate for a model you would ship to a classroom: which metrics get floors, which get
+#    regression limits, and why?
+# 4. Make the judge fairer: judge with a different local model (`judge_model=`), or change the judge
+#    prompt in `labkit.eval.judge`, and see whether agreement rises.
