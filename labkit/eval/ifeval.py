@@ -1,17 +1,25 @@
 """Instruction following in the IFEval style: each prompt carries constraints that code can check.
 
 Rows use google/IFEval's schema: `key`, `prompt`, `instruction_id_list` and `kwargs` (one dict per
-instruction; IFEval's dicts carry every possible key, most of them None, so None means absent). Each
-supported instruction id has a small checker in CHECKERS. An id labkit has no checker for is skipped and
+instruction; on the hub every dict carries every possible key, most of them None, so None means absent).
+Each supported instruction id has a small checker in CHECKERS. An id without a checker is skipped and
 counted in the output's info, never scored as passed or failed; a row left with no checkable instruction is
-dropped (and counted).
+dropped (and counted), so the accuracies are over what labkit can actually check.
 
-Metrics (strict, as IFEval's paper defines them): `prompt_accuracy`, every instruction of a prompt followed;
-`instruction_accuracy`, per instruction, sliced by instruction id.
+Metrics, as IFEval's paper defines them:
+  prompt_accuracy / instruction_accuracy              strict: the reply as written
+  prompt_accuracy_loose / instruction_accuracy_loose  loose: an instruction also counts as followed when a
+      variant of the reply follows it (markdown asterisks removed, first and/or last line dropped), which
+      forgives a "Sure! Here is…" preamble, a closing "Let me know…" line and ** markup.
+
+Checkers follow IFEval's rules where they are simple (fenced JSON is JSON; an empty reply follows nothing)
+and differ where IFEval needs extra packages: no language detection for the case checks, and sentences are
+split on . ! ? followed by a space, so "e.g. this" counts as two.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections import Counter
@@ -33,81 +41,191 @@ from labkit.eval.tasks import (
 )
 from labkit.models.generate import generate
 
+HUB = "google/IFEval"
+RELATIONS = ("less than", "at least")
+
+
+# ---- text helpers ------------------------------------------------------------------------------------------
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"\b\w+\b", text)
+    return re.findall(r"\w+", text)  # IFEval's word tokenizer: "don't" is two words
 
 
 def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if re.search(r"\w", s)]
 
 
 def _compare(n: int, relation: str, target: int) -> bool:
-    if relation == "less than":
-        return n < target
-    if relation == "at least":
-        return n >= target
-    raise ValueError(f"relation must be 'less than' or 'at least', got {relation!r}")
+    return n < target if relation == "less than" else n >= target  # relation is validated in checker_args
 
 
-def _json_body(text: str) -> str:
-    """The reply without a surrounding ``` fence (IFEval accepts fenced JSON)."""
+def _word_re(word: str) -> re.Pattern:
+    # Lookarounds rather than \b so keywords that start or end in punctuation ("P.S.", "C++") still match.
+    return re.compile(rf"(?<!\w){re.escape(word.strip())}(?!\w)", re.I)
+
+
+def _unfence(text: str) -> str:
+    """The reply without a ``` fence around it, as IFEval strips it before parsing JSON."""
     text = text.strip()
-    fenced = re.fullmatch(r"```(?:json|JSON)?\s*(.*?)\s*```", text, re.S)
-    return fenced.group(1) if fenced else text
+    text = re.sub(r"^```(?:json)?", "", text, flags=re.I)
+    return text.removesuffix("```").strip()
 
 
-def _is_json(text: str) -> bool:
+# ---- checkers: (reply, **kwargs) -> followed ---------------------------------------------------------------
+
+def number_words(reply: str, *, relation: str, num_words: int) -> bool:
+    return _compare(len(_words(reply)), relation, num_words)
+
+
+def number_sentences(reply: str, *, relation: str, num_sentences: int) -> bool:
+    return _compare(len(_sentences(reply)), relation, num_sentences)
+
+
+def keywords_existence(reply: str, *, keywords: list[str]) -> bool:
+    return all(_word_re(k).search(reply) for k in keywords)
+
+
+def no_forbidden_words(reply: str, *, forbidden_words: list[str]) -> bool:
+    return not any(_word_re(w).search(reply) for w in forbidden_words)
+
+
+def keyword_frequency(reply: str, *, keyword: str, frequency: int, relation: str) -> bool:
+    return _compare(len(_word_re(keyword).findall(reply)), relation, frequency)
+
+
+def json_format(reply: str) -> bool:
     try:
-        json.loads(_json_body(text))
+        json.loads(_unfence(reply))
     except ValueError:
         return False
     return True
 
 
-def _bullets(text: str) -> int:
-    return len(re.findall(r"^\s*[*-]\s", text, re.M))
+def number_bullet_lists(reply: str, *, num_bullets: int) -> bool:
+    # A bullet is a line starting "* " or "- "; "**bold**" and "---" rules are not bullets.
+    return len(re.findall(r"^[ \t]*[*-][ \t]", reply, re.M)) == num_bullets
+
+
+def title(reply: str) -> bool:
+    return any(t.strip() for t in re.findall(r"<<([^\n]+?)>>", reply))
+
+
+def english_lowercase(reply: str) -> bool:
+    return reply.islower()  # some cased letter, and no capital anywhere
+
+
+def english_capital(reply: str) -> bool:
+    return reply.isupper()
+
+
+def no_comma(reply: str) -> bool:
+    return "," not in reply
+
+
+def end_checker(reply: str, *, end_phrase: str) -> bool:
+    # Closing quotes are forgiven, as in IFEval, so this combines with startend:quotation.
+    return reply.strip().strip('"').lower().endswith(end_phrase.strip().lower())
+
+
+def quotation(reply: str) -> bool:
+    reply = reply.strip()
+    return len(reply) > 1 and reply[0] == reply[-1] == '"'
+
+
+def postscript(reply: str, *, postscript_marker: str) -> bool:
+    # At the start of a line, after optional markdown emphasis; "P. S." is accepted for "P.S.".
+    marker = re.escape(postscript_marker.strip()).replace(r"\.", r"\.\s?")
+    return bool(re.search(rf"^[ \t>*_]*{marker}", reply, re.M | re.I))
 
 
 CHECKERS: dict[str, Callable[..., bool]] = {
-    "length_constraints:number_words": lambda r, relation, num_words: _compare(len(_words(r)), relation, num_words),
-    "length_constraints:number_sentences":
-        lambda r, relation, num_sentences: _compare(len(_sentences(r)), relation, num_sentences),
-    "keywords:existence": lambda r, keywords: all(re.search(rf"\b{re.escape(k)}\b", r, re.I) for k in keywords),
-    "keywords:forbidden_words":
-        lambda r, forbidden_words: not any(re.search(rf"\b{re.escape(w)}\b", r, re.I) for w in forbidden_words),
-    "keywords:frequency": lambda r, keyword, frequency, relation: _compare(
-        len(re.findall(rf"\b{re.escape(keyword)}\b", r, re.I)), relation, frequency),
-    "detectable_format:json_format": lambda r: _is_json(r),
-    "detectable_format:number_bullet_lists": lambda r, num_bullets: _bullets(r) == num_bullets,
-    "detectable_format:title": lambda r: bool(re.search(r"<<[^<>\n]+>>", r)),
-    "change_case:english_lowercase": lambda r: bool(re.search(r"[a-z]", r)) and r == r.lower(),
-    "change_case:english_capital": lambda r: bool(re.search(r"[A-Z]", r)) and r == r.upper(),
-    "punctuation:no_comma": lambda r: "," not in r,
-    "startend:end_checker": lambda r, end_phrase: r.strip().lower().endswith(end_phrase.strip().lower()),
-    "startend:quotation": lambda r: len(r.strip()) > 1 and r.strip()[0] == r.strip()[-1] == '"',
-    "detectable_content:postscript":
-        lambda r, postscript_marker: bool(re.search(rf"^\s*{re.escape(postscript_marker)}", r, re.M | re.I)),
+    "length_constraints:number_words": number_words,
+    "length_constraints:number_sentences": number_sentences,
+    "keywords:existence": keywords_existence,
+    "keywords:forbidden_words": no_forbidden_words,
+    "keywords:frequency": keyword_frequency,
+    "detectable_format:json_format": json_format,
+    "detectable_format:number_bullet_lists": number_bullet_lists,
+    "detectable_format:title": title,
+    "change_case:english_lowercase": english_lowercase,
+    "change_case:english_capital": english_capital,
+    "punctuation:no_comma": no_comma,
+    "startend:end_checker": end_checker,
+    "startend:quotation": quotation,
+    "detectable_content:postscript": postscript,
 }
 
-
-def check(instruction: str, reply: str, kwargs: dict | None) -> bool:
-    """Whether `reply` follows one instruction (KeyError for an id without a checker)."""
-    args = {k: v for k, v in (kwargs or {}).items() if v is not None}
-    return CHECKERS[instruction](reply, **args)
+_INTS = {"num_words", "num_sentences", "frequency", "num_bullets"}
+_WORD_LISTS = {"keywords", "forbidden_words"}
 
 
-def score_reply(row: dict, reply: str, index: int = 0) -> tuple[list[Scored], list[str]]:
-    """Scored items (one per supported instruction, then the prompt-level one) and the unsupported ids."""
+def checker_args(instruction: str, kwargs: dict | None) -> dict:
+    """The keyword arguments one checker takes, from an IFEval kwargs dict: None means absent and keys the
+    checker does not take are ignored (IFEval's dicts carry them all). DataError(field=name) when a needed one
+    is missing or unusable; KeyError for an id without a checker."""
+    params = [p for p in inspect.signature(CHECKERS[instruction]).parameters if p != "reply"]
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise DataError("ifeval kwargs", None, None, f"{instruction}: expected a dict, got {type(kwargs).__name__}")
+    args = {}
+    for name in params:
+        value = (kwargs or {}).get(name)
+        if value is None:
+            raise DataError("ifeval kwargs", None, name, f"{instruction} needs it")
+        if name in _INTS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+                raise DataError("ifeval kwargs", None, name, f"{value!r} is not a whole number")
+            value = int(value)
+        elif name in _WORD_LISTS:
+            if isinstance(value, str) or not all(isinstance(w, str) and w.strip() for w in value):
+                raise DataError("ifeval kwargs", None, name, f"{value!r} is not a list of words")
+            value = list(value)
+        elif not isinstance(value, str) or not value.strip():
+            raise DataError("ifeval kwargs", None, name, f"{value!r} is not a non-empty string")
+        if name == "relation" and value not in RELATIONS:
+            raise DataError("ifeval kwargs", None, name, f"{value!r}: IFEval uses 'less than' or 'at least'")
+        args[name] = value
+    return args
+
+
+def check(instruction: str, reply: str, kwargs: dict | None = None) -> bool:
+    """Whether `reply` follows one instruction, strictly. An empty reply follows nothing (as in IFEval), so
+    saying nothing cannot pass "no commas" or "avoid the word X"."""
+    args = checker_args(instruction, kwargs)
+    return bool(reply.strip()) and CHECKERS[instruction](reply, **args)
+
+
+def loose_variants(reply: str) -> list[str]:
+    """IFEval's loose readings of a reply: as written, without its first line, last line or both, and each of
+    those with every '*' removed."""
+    lines = reply.split("\n")
+    cut = [reply, "\n".join(lines[1:]), "\n".join(lines[:-1]), "\n".join(lines[1:-1])]
+    return cut + [v.replace("*", "") for v in cut]
+
+
+def check_loose(instruction: str, reply: str, kwargs: dict | None = None) -> bool:
+    args = checker_args(instruction, kwargs)
+    return any(v.strip() and CHECKERS[instruction](v, **args) for v in loose_variants(reply))
+
+
+def score_reply(row: dict, reply: str, index: int = 0, *, loose: bool = False) -> tuple[list[Scored], list[str]]:
+    """Scored items for one reply and the row's unsupported instruction ids.
+
+    Items: one `instruction_accuracy` per supported instruction (id "<key>/<position>", slice = instruction
+    id), then one `prompt_accuracy` (slice n_instructions "1" / "2+", counting supported ones); with
+    loose=True the same again under the `_loose` metric names. No items when nothing is supported."""
     key = str(row.get("key", index))
     pairs = list(zip(row["instruction_id_list"], row["kwargs"]))
-    supported = [(i, (iid, kw)) for i, (iid, kw) in enumerate(pairs) if iid in CHECKERS]
-    scores = [Scored("instruction_accuracy", f"{key}/{i}", float(check(iid, reply, kw)), {"instruction": iid})
-              for i, (iid, kw) in supported]
-    if scores:
-        n = "1" if len(scores) == 1 else "2+"
-        scores.append(Scored("prompt_accuracy", key, float(all(s.score for s in scores)), {"n_instructions": n}))
-    return scores, [iid for iid, _ in pairs if iid not in CHECKERS]
+    supported = [(i, iid, kw) for i, (iid, kw) in enumerate(pairs) if iid in CHECKERS]
+    unsupported = [iid for iid, _ in pairs if iid not in CHECKERS]
+    if not supported:
+        return [], unsupported
+    n = {"n_instructions": "1" if len(supported) == 1 else "2+"}
+    scores = []
+    for suffix, checker in [("", check)] + ([("_loose", check_loose)] if loose else []):
+        items = [Scored(f"instruction_accuracy{suffix}", f"{key}/{i}", float(checker(iid, reply, kw)),
+                        {"instruction": iid}) for i, iid, kw in supported]
+        scores += [*items, Scored(f"prompt_accuracy{suffix}", key, float(all(s.score for s in items)), n)]
+    return scores, unsupported
 
 
 def fixture_rows() -> list[dict]:
@@ -178,16 +296,42 @@ def fixture_rows() -> list[dict]:
              "kwargs": [kw for _, kw in ins]} for i, (p, ins) in enumerate(R)]
 
 
+def validate(rows: list[dict], source: str) -> None:
+    """DataError naming the source, row and field of the first malformed row; unsupported ids pass unchecked."""
+    require_fields(rows, ("prompt", "instruction_id_list", "kwargs"), source)
+    for i, row in enumerate(rows):
+        ids, kwargs = row["instruction_id_list"], row["kwargs"]
+        if not isinstance(row["prompt"], str):
+            raise DataError(source, i, "prompt", f"expected text, got {type(row['prompt']).__name__}")
+        if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+            raise DataError(source, i, "instruction_id_list", "expected a list of instruction ids")
+        if not isinstance(kwargs, list) or len(kwargs) != len(ids):
+            raise DataError(source, i, "kwargs", f"{len(kwargs) if isinstance(kwargs, list) else 'no list of'} "
+                            f"kwargs dicts for {len(ids)} instructions; IFEval pairs them one to one")
+        for j, (iid, kw) in enumerate(zip(ids, kwargs)):
+            if iid in CHECKERS:
+                try:
+                    checker_args(iid, kw)
+                except DataError as exc:
+                    field = f"kwargs[{j}]" + (f".{exc.field}" if exc.field else "")
+                    raise DataError(source, i, field, str(exc).split(": ", 1)[-1]) from None
+
+
 def load(cfg: EvalConfig) -> list[dict]:
-    rows = rows_from(cfg.source, lambda: read_fixture("ifeval"), lambda: load_hub("google/IFEval", split="train"),
-                     "ifeval")
-    rows = subsample(rows, cfg.limit, cfg.seed)
-    require_fields(rows, ("prompt", "instruction_id_list", "kwargs"), "ifeval rows")
-    for i, r in enumerate(rows):
-        if len(r["instruction_id_list"]) != len(r["kwargs"]):
-            raise DataError("ifeval rows", i, "kwargs", f"{len(r['kwargs'])} kwargs dicts for "
-                            f"{len(r['instruction_id_list'])} instructions; IFEval pairs them one to one")
-    return rows
+    """Rows from google/IFEval (train, its only split) or the fixture, checked whole, then subsampled."""
+    used = {}
+
+    def hub():
+        used["source"] = f"{HUB} (train)"
+        return load_hub(HUB, split="train")
+
+    def fixture():
+        used["source"] = "data_samples/eval/ifeval.jsonl"
+        return read_fixture("ifeval")
+
+    rows = rows_from(cfg.source, fixture, hub, "ifeval")
+    validate(rows, used["source"])  # before subsampling, so a row number points into the source
+    return subsample(rows, cfg.limit, cfg.seed)
 
 
 def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
@@ -195,19 +339,25 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
                                         batch_size=cfg.batch_size)]
     scores, samples, unsupported, dropped = [], [], Counter(), 0
     for i, (row, reply) in enumerate(zip(rows, replies)):
-        got, missing = score_reply(row, reply, i)
+        got, missing = score_reply(row, reply, i, loose=True)
         unsupported.update(missing)
-        dropped += not got
+        if not got:
+            dropped += 1
+            continue
         scores += got
-        if got:
-            samples.append({"prompt": row["prompt"], "output": reply, "target": ", ".join(row["instruction_id_list"]),
-                            "score": got[-1].score})
-    return TaskOutput(scores, samples, {"unsupported": dict(unsupported), "rows_without_checkable_instructions": dropped})
+        failed = [s.slices["instruction"] for s in got if s.metric == "instruction_accuracy" and not s.score]
+        strict = next(s.score for s in got if s.metric == "prompt_accuracy")
+        samples.append({"prompt": row["prompt"], "output": reply, "target": ", ".join(row["instruction_id_list"]),
+                        "score": strict, "failed": failed})
+    return TaskOutput(scores, samples, {"unsupported": dict(unsupported), "rows_without_checkable_instructions": dropped,
+                                        "rows_scored": len(rows) - dropped})
 
 
 TASK = register(Task(
     "ifeval",
     (Metric("prompt_accuracy", True, "every checkable instruction of the prompt followed (strict)"),
-     Metric("instruction_accuracy", True, "share of instructions followed, sliced by instruction id")),
+     Metric("instruction_accuracy", True, "share of instructions followed (strict), sliced by instruction id"),
+     Metric("prompt_accuracy_loose", True, "as prompt_accuracy, forgiving a preamble/closing line and '*' markup"),
+     Metric("instruction_accuracy_loose", True, "as instruction_accuracy, read loosely")),
     load, run, about="verifiable instructions (word counts, keywords, JSON, bullets, case…) checked by code",
 ))

@@ -15,8 +15,15 @@ Two layers, so that one failing does not free the program:
 
 Results: "passed" (exit 0), "failed" (an exception such as a failing assert), "timeout" (wall clock or CPU
 limit), "memory" (MemoryError or killed at the memory limit), "blocked" (the guard denied something),
-"error" (the sandbox itself could not start). What it does not stop: a program can burn its CPU and
-memory allowance, read files that `nobody` may read, and print. Do not run it on secrets.
+"error" (the sandbox itself could not start).
+
+What it does not stop: a program can burn its CPU and memory allowance, read any file its user may read,
+and print. The audit hook is a tripwire for ordinary code, not a security boundary against code written
+to evade it: a few calls raise no audit event (`os.open` relative to a `dir_fd`, `os.mknod`), and a
+program can close the report pipe so that later denials are still enforced but no longer reported.
+When the interpreter is not reachable by `nobody` (a pyenv install under /root) labkit stays root and
+only the guard stops signals to other processes; as a normal user the program keeps that user's rights.
+Do not run it on a machine holding secrets.
 """
 
 from __future__ import annotations
