@@ -3,13 +3,14 @@
 Rows use GSM8K's own schema: `question`, and `answer`, a worked solution with `<<a*b=c>>` calculator notes
 ending in `#### <number>` (the fixture adds `split`: "test" rows are scored, "train" rows are few-shot
 examples). The model is asked to end its reply with `#### <answer>`; the number is read with
-labkit.rewards' `extract_number` (the `####` number, else `\\boxed{}`, else the last number), so the eval and
-the GSM8K correctness reward agree on what counts as right.
+labkit.rewards' `extract_number` (the `####` number, else `\\boxed{}`, else the last number), so the eval
+and the correctness reward agree on what counts as right, except that the eval ignores anything after the
+first `#### n` (see final_answer).
 
 Metrics: `accuracy` (the headline: the reply's number equals the reference numerically) and `format` (the
-reply has a `#### <number>` answer line; a low value with low accuracy means the model was cut off or
-ignored the format rather than computing wrongly). Slice: `steps`, "1-2" or "3+" calculations in the
-reference solution, a rough measure of how much reasoning an item takes.
+reply states its answer as `#### <number>`; low format with low accuracy means the model was cut off or
+ignored the format, not necessarily that it computed wrongly). Slice: `steps`, "1-2" or "3+" calculations
+in the reference solution, a rough measure of how much reasoning an item takes.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def final_answer(reply: str) -> str | None:
 
 def score_replies(rows: list[dict], replies: list[str]) -> list[Scored]:
     """Per row, in this order: `accuracy` (1.0 when the reply's number equals the reference) and `format`
-    (1.0 when the reply has a `#### <number>` line), both sliced by reasoning steps."""
+    (1.0 when the reply contains `#### <number>` anywhere), both sliced by reasoning steps."""
     if len(rows) != len(replies):
         raise ValueError(f"{len(rows)} rows but {len(replies)} replies")
     scores = []
@@ -124,7 +125,7 @@ def _change(rng: random.Random) -> tuple[str, str]:  # shopping, 2 steps
     name, item = rng.choice(NAMES), rng.choice(("notebooks", "pens", "candles", "mugs"))
     n, price = rng.randint(2, 8), rng.randint(2, 12)
     cost = n * price
-    bill = next(b for b in (20, 50, 100) if b >= cost)
+    bill = next(b for b in (20, 50, 100) if b > cost)
     return (f"{name} buys {n} {item} at ${price} each and pays with a ${bill} bill. How much change does "
             f"{name} get, in dollars?",
             f"The {item} cost {n} * {price} = <<{n}*{price}={cost}>>{cost} dollars.\n"
@@ -137,8 +138,9 @@ def _groceries(rng: random.Random) -> tuple[str, str]:  # shopping with cents, 3
     loaves, b = rng.randint(1, 3), rng.choice((225, 250, 375, 420))
     x, y = apples * a, loaves * b
     ma, mb, mx, my, mt = (_money(v) for v in (a, b, x, y, x + y))
+    bread = "1 loaf" if loaves == 1 else f"{loaves} loaves"
     return (f"Apples cost ${a / 100:.2f} each and a loaf of bread costs ${b / 100:.2f}. How much do {apples} "
-            f"apples and {loaves} loaves cost altogether, in dollars?",
+            f"apples and {bread} cost altogether, in dollars?",
             f"The apples cost {apples} * {ma} = <<{apples}*{ma}={mx}>>{mx} dollars.\n"
             f"The bread costs {loaves} * {mb} = <<{loaves}*{mb}={my}>>{my} dollars.\n"
             f"Altogether that is {mx} + {my} = <<{mx}+{my}={mt}>>{mt} dollars.\n#### {mt}")
@@ -157,7 +159,8 @@ def _timetable(rng: random.Random) -> tuple[str, str]:  # time, 4 steps
 
 
 def _practice(rng: random.Random) -> tuple[str, str]:  # time (hours to minutes), 2 steps
-    name, hours, extra, sunday = rng.choice(NAMES), rng.randint(1, 3), rng.choice((10, 15, 20, 45)), rng.randint(20, 55)
+    name, hours = rng.choice(NAMES), rng.randint(1, 3)
+    extra, sunday = rng.choice((10, 15, 20, 45)), rng.randint(20, 55)
     saturday = hours * 60 + extra
     return (f"{name} practises the piano for {hours} hour{'s' if hours > 1 else ''} and {extra} minutes on "
             f"Saturday and for {sunday} minutes on Sunday. How many minutes does {name} practise that weekend?",
@@ -207,7 +210,8 @@ def _bakery(rng: random.Random) -> tuple[str, str]:  # rate, 2 steps, answer in 
 
 
 def _savings(rng: random.Random) -> tuple[str, str]:  # rate, 2 steps
-    name, weekly, weeks, have = rng.choice(NAMES), rng.choice((5, 8, 10, 12, 15)), rng.randint(4, 12), rng.randint(10, 60)
+    name, weekly = rng.choice(NAMES), rng.choice((5, 8, 10, 12, 15))
+    weeks, have = rng.randint(4, 12), rng.randint(10, 60)
     price, need = have + weekly * weeks, weekly * weeks
     return (f"{name} wants a bike that costs ${price}. {name} has saved ${have} and saves ${weekly} more every "
             "week. How many weeks will it take to have enough for the bike?",
@@ -231,10 +235,13 @@ def fixture_rows() -> list[dict]:
     and with cents, timetables, hours to minutes, sharing with and without a remainder, pump and baking
     rates, saving up, speed) taken in turn, numbers from a generator seeded with a fixed string."""
     rng = random.Random("labkit/gsm8k/v2")  # a str seed hashes the same in every process
-    rows = []
+    rows, seen = [], set()
     for split, n in (("test", 40), ("train", 8)):
         for i in range(n):
             question, answer = TEMPLATES[i % len(TEMPLATES)](rng)
+            while question in seen:  # small templates repeat now and then; no row may appear twice
+                question, answer = TEMPLATES[i % len(TEMPLATES)](rng)
+            seen.add(question)
             rows.append({"question": question, "answer": answer, "split": split})
     return rows
 
@@ -303,6 +310,6 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
 TASK = register(Task(
     "gsm8k",
     (Metric("accuracy", True, "the reply's final number equals the reference answer"),
-     Metric("format", True, "the reply gives its answer on a '#### <number>' line")),
+     Metric("format", True, "the reply gives its answer as '#### <number>'")),
     load, run, about="grade-school word problems, exact numeric match on the final answer, sliced by steps",
 ))

@@ -1,23 +1,37 @@
-"""MMLU: four-option multiple choice, scored by log-likelihood of the option letters and by a generated letter.
+"""MMLU: four-option multiple choice, scored by the log-likelihood of the option letters and by a generated letter.
 
-Rows use cais/mmlu's schema: `question`, `subject`, `choices` (4 strings), `answer` (index 0-3).
+Rows use cais/mmlu's schema: `question`, `subject`, `choices` (4 strings), `answer` (index 0-3). The prompt
+lists the question and the options as "A. …" to "D. …" and asks for the letter alone, as one user turn
+through the chat template.
 
-- loglik: one forward pass over the templated prompt; the model's next-token log-probabilities of the
-  letters "A".."D" are compared and the highest wins. The original MMLU harness scores the same way:
-  only the four letters compete, so a model that would rather chat than answer still gets scored.
-- generate: greedy reply of a few tokens, parsed for a letter (or an option's text). A model that knows
-  the answer but will not say it in the asked format loses here, which is what a user would see.
+- loglik (`accuracy_loglik`): one forward pass per row over the templated prompt; the next-token
+  log-probabilities of the four letters are compared and the highest wins (a tie splits the credit, see
+  score_logprobs). This is how the original MMLU harness scores, and it needs one pass per row instead of
+  four: only the letters compete, so a model that would rather chat than answer still gets a score, and
+  `letter_mass` in the info says how much of its probability actually went to a letter. The scored tokens
+  are the bare letters "A".."D", because a chat reply starts right after the assistant header with no
+  space; the original harness scores " A" because its prompt ends in "Answer:". (With SmolLM2's tokenizer
+  "A" and " A" are both single tokens, different ones: 49 and 330.) A tokenizer that splits a letter into
+  several tokens gets the slower equivalent: each letter is scored as a continuation of the prompt, the
+  sum of its tokens' log-probabilities. In bfloat16 the log-probs move by up to ~0.3 nats with how a
+  batch is padded, enough to flip close calls: compare models on a few dozen items in float32.
+- generate (`accuracy_generate`): a greedy reply of a few tokens, read by `parse_choice`. A model that
+  knows the answer but does not say it in a readable form loses here, which is what a user would see; the
+  share of replies naming no option is `invalid_generate` in the info.
 
 Slices: subject.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 
 import torch
 
 from labkit.config import EvalConfig
+from labkit.data.chat import encode
 from labkit.errors import DataError
 from labkit.eval.tasks import (
     Metric,
@@ -33,49 +47,176 @@ from labkit.eval.tasks import (
     subsample,
 )
 from labkit.models.generate import as_prompt_text, generate
+from labkit.models.logprobs import masked_logps
 
+HUB = "cais/mmlu"
+FIXTURE = "data_samples/eval/mmlu.jsonl"
 LETTERS = "ABCD"
+GENERATE_TOKENS = 16  # enough for "The answer is (B)." and then some; the letter is what is read
 
 
 def question_text(row: dict) -> str:
+    """The user turn for one row: subject, question, lettered options, and the request for a letter."""
     options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(row["choices"]))
     subject = row["subject"].replace("_", " ")
     return (f"The following is a multiple choice question about {subject}.\n\n{row['question']}\n{options}\n\n"
             "Answer with the letter of the correct option only.")
 
 
-@torch.inference_mode()
-def letter_logprobs(model, tok, rows: list[dict], batch_size: int = 8) -> list[list[float]]:
-    """log p(letter | prompt) for A-D, per row, from the next-token distribution after the assistant turn opens."""
-    letters = letter_ids(tok, LETTERS)
-    texts = [as_prompt_text(tok, question_text(r)) for r in rows]
-    side, tok.padding_side = tok.padding_side, "left"  # left padding: every prompt ends at the last position
-    out = []
+# ---- loglik -------------------------------------------------------------------------------------------------
+
+def scoring_method(tok) -> str:
+    """How loglik mode scores: "next_token" when each of A-D is one token (one pass per row), else "continuation"."""
     try:
-        for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
-            logits = model(**enc).logits[:, -1].float()                   # [B, V]
-            out += logits.log_softmax(-1)[:, letters].tolist()             # [B, 4]
-    finally:
-        tok.padding_side = side
+        letter_ids(tok, LETTERS)
+    except ValueError:
+        return "continuation"
+    return "next_token"
+
+
+@torch.inference_mode()
+def _next_token_logprobs(model, prompts: list[list[int]], ids: list[int], pad_id: int,
+                         batch_size: int) -> list[list[float]]:
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        width = max(len(p) for p in chunk)
+        # Right padding keeps every real token at its natural position (no position_ids needed, so models with
+        # absolute position embeddings read it right too); the prediction is taken at each row's last token.
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for row, p in enumerate(chunk):
+            input_ids[row, :len(p)] = torch.tensor(p)
+            attention[row, :len(p)] = 1
+        logits = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device)).logits
+        last = torch.tensor([len(p) - 1 for p in chunk], device=logits.device)           # [B]
+        final = logits[torch.arange(len(chunk), device=logits.device), last].float()    # [B, V]
+        out += final.log_softmax(-1)[:, ids].tolist()                                    # [B, 4]
     return out
 
 
+def _continuation_logprobs(model, tok, prompts: list[list[int]], pad_id: int,
+                           batch_size: int) -> list[list[float]]:
+    conts = [tok.encode(letter, add_special_tokens=False) for letter in LETTERS]
+    seqs = [p + c for p in prompts for c in conts]
+    masks = [[0] * len(p) + [1] * len(c) for p in prompts for c in conts]
+    totals = [lp for lp, _ in masked_logps(model, seqs, masks, pad_id=pad_id, batch_size=batch_size)]
+    return [totals[i:i + len(LETTERS)] for i in range(0, len(totals), len(LETTERS))]
+
+
+def letter_logprobs(model, tok, rows: list[dict], batch_size: int = 8,
+                    method: str | None = None) -> list[list[float]]:
+    """log p(letter | templated prompt) for A-D, one list of 4 per row.
+
+    method: "next_token" (read from one forward pass), "continuation" (score each letter appended to the
+    prompt; works for letters of any token length), or None to pick by the tokenizer (scoring_method).
+    """
+    method = method or scoring_method(tok)
+    prompts = [encode(tok, as_prompt_text(tok, question_text(r))) for r in rows]
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if method == "next_token":
+        return _next_token_logprobs(model, prompts, letter_ids(tok, LETTERS), pad_id, batch_size)
+    if method == "continuation":
+        return _continuation_logprobs(model, tok, prompts, pad_id, batch_size)
+    raise ValueError(f"unknown method {method!r}: use 'next_token' or 'continuation'")
+
+
+# ---- generate -----------------------------------------------------------------------------------------------
+
+# A letter standing alone: not inside a word, a number or a contraction ("A's", "D-Day", "B12").
+_LETTER = re.compile(r"(?<![\w'’])(\()?([A-Da-d])(\))?(?![\w'’-])")
+# Text that announces the letter right after it: "The answer is", "Answer:", "option", "choice".
+_ANNOUNCED = re.compile(r"(?i)\b(?:answer(?:\s+is)?|option|choice)\s*[:=]?\s*(?:option\s*|choice\s*)?[*_]*$")
+# Words after a sentence-initial capital A that show it names option A ("A or B", "A is correct"), not the article.
+_NOT_ARTICLE = {"or", "and", "is", "because", "since", "as", "seems", "would"}
+
+
+def _letter_at(text: str, m: re.Match) -> bool:
+    """Whether a standalone letter match names an option (see parse_choice for the rules)."""
+    before, after = text[:m.start()], text[m.end():]
+    if m.group(1) and m.group(3):                       # "(c)"
+        return True
+    if m.group(3) or (re.match(r"[.:]", after) and not before.strip()):
+        return True                                      # "b) Paris", "b. Paris" at the start
+    if not after.strip(" .:;!?*_\n") and not before.strip(" *_"):
+        return True                                      # the whole reply is one letter: "a", "B."
+    if m.group(2).islower():                             # otherwise lower case must be announced and stand alone
+        return bool(_ANNOUNCED.search(before)) and not re.match(r"\s*[A-Za-z]", after)
+    if m.group(2) == "A" and re.match(r"\s+([a-z]+)", after) and not _ANNOUNCED.search(before) \
+            and re.search(r"(?:^|[.!?:\n])[\s*_]*$", before):
+        return re.match(r"\s+([a-z]+)", after).group(1) in _NOT_ARTICLE  # "A good guess is …" is the article
+    return True
+
+
 def parse_choice(text: str, choices: list[str]) -> int | None:
-    """The option a free-text reply picks: the first standalone letter A-D ("B", "(c)", "Answer: D."), else the
-    one option whose text it contains; None when it names none or several options by text."""
-    m = re.search(r"(?<![A-Za-z])\(?([ABCDabcd])[).:]?(?![A-Za-z])", text.strip())
-    if m and (m.group(1).isupper() or m.start(1) <= 1 or text[m.start(1) - 1] == "("):
-        return LETTERS.index(m.group(1).upper())
-    named = [i for i, c in enumerate(choices) if c.strip() and c.strip().lower() in text.lower()]
+    """The option (0-3) a free-text reply picks, or None when it names none.
+
+    In order:
+    1. A letter the reply announces ("The answer is B.", "Answer: (c)", "option D") wins over any other letter,
+       so "A is tempting, but the answer is C" reads as C.
+    2. Else the first standalone letter that names an option: any capital A-D ("B", "**C**", "I think A or
+       B" -> A, the first one named: a hedge is scored as its first pick rather than dropped), a bracketed or
+       marked lower-case one ("(c)", "b) Paris", "b. Paris" at the start), or a reply that is only a letter
+       ("a"). A capital "A" that opens a sentence before a lower-case word ("A hexagon has six sides") is read
+       as the article, unless the word is one like "or"/"is" ("A or B", "A is correct").
+    3. Else the option whose text the reply contains (case-insensitive, whole words: "Paris"), when exactly one
+       does; an option contained in another named one ("Light" in "Light years") does not count separately.
+       Several options named ("Paris or Lyon") give None.
+    """
+    letters = [m for m in _LETTER.finditer(text) if _letter_at(text, m)]
+    announced = [m for m in letters if _ANNOUNCED.search(text[:m.start()])]
+    if letters:
+        return LETTERS.index((announced or letters)[0].group(2).upper())
+    lowered = text.lower()
+    named = [i for i, c in enumerate(choices) if str(c).strip()
+             and re.search(r"(?<!\w)" + re.escape(str(c).strip().lower()) + r"(?!\w)", lowered)]
+    named = [i for i in named if not any(j != i and str(choices[i]).strip().lower() in str(choices[j]).lower()
+                                         for j in named)]
     return named[0] if len(named) == 1 else None
 
 
+# ---- scoring ------------------------------------------------------------------------------------------------
+
 def score_rows(rows: list[dict], picks: list[int | None], metric: str) -> list[Scored]:
-    return [Scored(metric, str(r.get("id", i)), float(p == r["answer"]), {"subject": r["subject"]})
+    """1.0 per row whose pick is the answer (None, no pick, scores 0), sliced by subject."""
+    if len(rows) != len(picks):
+        raise ValueError(f"{len(rows)} rows but {len(picks)} picks")
+    return [Scored(metric, str(r.get("id", i)), float(p == r["answer"]), {"subject": str(r["subject"])})
             for i, (r, p) in enumerate(zip(rows, picks))]
 
+
+def score_replies(rows: list[dict], replies: list[str]) -> list[Scored]:
+    """`accuracy_generate` for free-text replies (parse_choice on each)."""
+    if len(rows) != len(replies):
+        raise ValueError(f"{len(rows)} rows but {len(replies)} replies")
+    return score_rows(rows, [parse_choice(t, r["choices"]) for t, r in zip(replies, rows)], "accuracy_generate")
+
+
+def top_letters(logprobs: list[float]) -> list[int]:
+    """The options sharing the highest log-probability (usually one)."""
+    best = max(logprobs)
+    return [i for i, lp in enumerate(logprobs) if lp == best]
+
+
+def score_logprobs(rows: list[dict], logprobs: list[list[float]]) -> list[Scored]:
+    """`accuracy_loglik`: 1.0 when the answer's letter has the highest log-probability.
+
+    A tie between k letters that includes the answer scores 1/k, the expected score of breaking it at random.
+    Ties are not rare in bfloat16, whose logits are spaced 0.125 apart at magnitudes of 16-32: a small model
+    fine-tuned on letters tied its top letters on 15 of the 42 fixture rows. Counting a tie for the earliest
+    letter, as argmax does, would hand those rows to option A.
+    """
+    if len(rows) != len(logprobs):
+        raise ValueError(f"{len(rows)} rows but {len(logprobs)} log-prob lists")
+    scores = []
+    for i, (r, lp) in enumerate(zip(rows, logprobs)):
+        top = top_letters(lp)
+        scores.append(Scored("accuracy_loglik", str(r.get("id", i)), 1 / len(top) if r["answer"] in top else 0.0,
+                             {"subject": str(r["subject"])}))
+    return scores
+
+
+# ---- rows ---------------------------------------------------------------------------------------------------
 
 def fixture_rows() -> list[dict]:
     """42 easy questions over six subjects, written for labkit; the right option's position cycles A-D."""
@@ -149,41 +290,73 @@ def fixture_rows() -> list[dict]:
     return rows
 
 
-def load(cfg: EvalConfig) -> list[dict]:
-    rows = rows_from(cfg.source, lambda: read_fixture("mmlu"), lambda: load_hub("cais/mmlu", name="all", split="test"),
-                     "mmlu")
-    rows = subsample(rows, cfg.limit, cfg.seed)
-    require_fields(rows, ("question", "subject", "choices", "answer"), "mmlu rows")
+def validate(rows: list[dict], source: str) -> None:
+    """cais/mmlu's schema: DataError naming the first row and field that breaks it."""
+    require_fields(rows, ("question", "subject", "choices", "answer"), source)
     for i, r in enumerate(rows):
-        if len(r["choices"]) != 4 or r["answer"] not in range(4):
-            raise DataError("mmlu rows", i, "choices" if len(r["choices"]) != 4 else "answer",
-                            "needs exactly 4 choices and an answer index 0-3")
-    return rows
+        for field in ("question", "subject"):
+            if not isinstance(r[field], str) or not r[field].strip():
+                raise DataError(source, i, field, f"expected non-empty text, got {r[field]!r:.60}")
+        choices = r["choices"]
+        if not isinstance(choices, (list, tuple)) or len(choices) != 4 or not all(isinstance(c, str) for c in choices):
+            raise DataError(source, i, "choices", f"expected a list of 4 option strings, got {choices!r:.80}")
+        answer = r["answer"]
+        if isinstance(answer, bool) or not isinstance(answer, numbers.Integral) or not 0 <= answer <= 3:
+            raise DataError(source, i, "answer", f"expected the right option's index 0-3, got {answer!r}")
+
+
+def load(cfg: EvalConfig) -> list[dict]:
+    """Rows from cais/mmlu ("all", test) or the fixture, checked, each with an `id` (its position in the source,
+    so cards with different limits still pair item by item), subsampled by cfg.limit."""
+    used = {}
+
+    def hub() -> list[dict]:
+        used["source"] = f"{HUB} (all, test)"
+        return load_hub(HUB, name="all", split="test")
+
+    def fixture() -> list[dict]:
+        used["source"] = FIXTURE
+        return read_fixture("mmlu")
+
+    rows = rows_from(cfg.source, fixture, hub, "mmlu")
+    validate(rows, used["source"])  # outside rows_from: under "auto" a bad hub row fails instead of falling back
+    rows = [{**r, "answer": int(r["answer"]), "id": str(r.get("id", i))} for i, r in enumerate(rows)]
+    return subsample(rows, cfg.limit, cfg.seed)
 
 
 def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
-    modes = {m.strip() for m in cfg.mmlu_modes.split(",")}
-    scores, info = [], {}
-    picks_ll = picks_gen = replies = None
+    """Score the rows in each mode of cfg.mmlu_modes; only the enabled modes' metrics appear."""
+    modes = {m.strip() for m in cfg.mmlu_modes.split(",") if m.strip()}
+    scores: list[Scored] = []
+    info: dict = {}
+    samples = [{"prompt": question_text(r), "target": LETTERS[r["answer"]]} for r in rows]
     if "loglik" in modes:
-        lps = letter_logprobs(model, tok, rows, cfg.batch_size)
-        picks_ll = [max(range(4), key=lp.__getitem__) for lp in lps]
-        scores += score_rows(rows, picks_ll, "accuracy_loglik")
+        method = scoring_method(tok)
+        lps = letter_logprobs(model, tok, rows, cfg.batch_size, method)
+        loglik = score_logprobs(rows, lps)
+        scores += loglik
+        mass = [sum(math.exp(x) for x in lp) for lp in lps]
+        info.update(loglik_method=method, letter_mass=sum(mass) / len(mass) if mass else math.nan,
+                    loglik_ties=sum(len(top_letters(lp)) > 1 for lp in lps))
+        for sample, lp, s in zip(samples, lps, loglik):
+            sample.update(loglik_pick="=".join(LETTERS[j] for j in top_letters(lp)), loglik_score=s.score)
     if "generate" in modes:
-        replies = [g.text for g in generate(model, tok, [question_text(r) for r in rows], max_new_tokens=8,
+        n_tokens = min(cfg.max_new_tokens, GENERATE_TOKENS)
+        replies = [g.text for g in generate(model, tok, [question_text(r) for r in rows], max_new_tokens=n_tokens,
                                             batch_size=cfg.batch_size)]
-        picks_gen = [parse_choice(t, r["choices"]) for t, r in zip(replies, rows)]
-        scores += score_rows(rows, picks_gen, "accuracy_generate")
-        info["unparsed_replies"] = sum(p is None for p in picks_gen)
-    samples = [{"prompt": r["question"], "target": LETTERS[r["answer"]],
-                **({"loglik pick": LETTERS[picks_ll[i]]} if picks_ll else {}),
-                **({"output": replies[i]} if replies else {})} for i, r in enumerate(rows)]
+        picks = [parse_choice(t, r["choices"]) for t, r in zip(replies, rows)]
+        scores += score_rows(rows, picks, "accuracy_generate")
+        info.update(invalid_generate=sum(p is None for p in picks) / len(picks) if picks else math.nan,
+                    generate_tokens=n_tokens)
+        for sample, reply, pick, r in zip(samples, replies, picks, rows):
+            sample.update(output=reply, generate_pick="-" if pick is None else LETTERS[pick],
+                          generate_score=float(pick == r["answer"]))
     return TaskOutput(scores, samples, info)
 
 
 TASK = register(Task(
     "mmlu",
-    (Metric("accuracy_loglik", True, "the letter with the highest next-token log-probability is the answer"),
-     Metric("accuracy_generate", True, "the greedy reply names the answer")),
+    (Metric("accuracy_loglik", True, "the letter with the highest log-probability after the prompt is the answer"),
+     Metric("accuracy_generate", True, "the greedy reply names the answer (a letter, or the option's text)")),
     load, run, about="four-option multiple choice, by letter log-likelihood and by generation, sliced by subject",
 ))
