@@ -13,7 +13,7 @@ def _tour(args: argparse.Namespace) -> int:
     from labkit.tour import run_tour
 
     cfg = TourConfig(preset=args.preset, model=args.model, out_dir=args.out, notebook_preset=args.notebook_preset,
-                     run_notebooks=not args.no_notebooks, notebook_workers=args.notebook_workers)
+                     notebooks="none" if args.no_notebooks else args.notebooks, notebook_workers=args.notebook_workers)
     path = run_tour(cfg)
     print(f"report: {path.resolve()}")
     return 0
@@ -49,11 +49,9 @@ def _caps(args: argparse.Namespace) -> int:
 
 
 def _notebooks(args: argparse.Namespace) -> int:
-    from labkit.runs.notebooks import list_notebooks, run_notebook
+    from labkit.runs.notebooks import run_notebook, select_notebooks
 
-    books = [nb for nb in list_notebooks() if not args.names or any(n in nb.name for n in args.names)]
-    if not books:
-        raise LabkitError(f"no notebook matches {args.names}; have: {[nb.name for nb in list_notebooks()]}")
+    books = select_notebooks(args.names or "all")
     failed = 0
     for nb in books:
         run = run_notebook(nb, out_dir=args.out, preset=args.preset, raise_on_error=False)
@@ -78,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="smollm2-135m-instruct", help="embedded default, local dir or hub id")
     t.add_argument("--out", default="reports", help="reports folder")
     t.add_argument("--notebook-preset", default="cpu-smoke", help="preset the notebooks run in")
-    t.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
+    t.add_argument("--notebooks", default="00", help="notebooks to execute after the stages: name substrings, "
+                   "comma-separated, or all | none (default: 00, the setup notebook)")
+    t.add_argument("--no-notebooks", action="store_true", help="same as --notebooks none")
     t.add_argument("--notebook-workers", type=int, default=2, help="notebooks executed at once")
     t.set_defaults(func=_tour)
 

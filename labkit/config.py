@@ -109,7 +109,8 @@ class TourConfig(Config):
     model: str = field("smollm2-135m-instruct", "model every stage starts from")
     out_dir: str = field("reports", "the report goes to <out_dir>/tour-<timestamp>/")
     notebook_preset: str = field("cpu-smoke", "preset the tour executes the notebooks in")
-    run_notebooks: bool = field(True, "execute the notebooks with papermill and link the outputs")
+    notebooks: str = field("00", "notebooks the tour executes with papermill and links: name substrings, "
+                           "comma-separated, or all | none (`make test` and `labkit notebooks` run every one)")
     notebook_workers: int = field(2, "notebooks executed at once, each in its own process with one thread")
 
 
@@ -207,7 +208,8 @@ class PreferenceConfig(Config):
     learning_rate: float = field(1e-4, "peak learning rate")
     lr_scheduler: str = field("cosine", "transformers scheduler name")
     warmup_ratio: float = field(0.05, "fraction of steps spent warming up")
-    precompute_ref: bool = field(True, "score the reference once before training instead of every step")
+    precompute_ref: bool = field(True, "score the reference once before training instead of every step, "
+                                 "when the run sees more pairs than the dataset holds")
     n_eval: int = field(80, "held-out pairs scored before and after training")
     eval_every: int = field(0, "held-out preference accuracy and KL every N steps (0 = before and after only)")
     kl_prompts: int = field(8, "held-out prompts sampled to estimate KL(policy ‖ reference)")

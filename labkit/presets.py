@@ -51,14 +51,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-# `labkit tour` runs every stage back to back and then every notebook; these cuts keep the whole chain within
-# about 20 minutes on a 2-core CPU. RL gets a wall-clock budget rather than a step count.
+# `labkit tour` runs every stage back to back and then notebook 00; these cuts keep the whole chain well within
+# 20 minutes on a 2-core CPU. RL gets a wall-clock budget rather than a step count.
 TOUR_CUTS: dict[str, dict[str, Any]] = {
     "SFTConfig": {"max_steps": 40},
-    "RewardConfig": {"max_steps": 30},
-    "PreferenceConfig": {"max_steps": 16},
-    "RLConfig": {"max_steps": 200, "max_seconds": 200.0, "eval_every": 0},
-    "EvalConfig": {"limit": 12, "source": "fixture", "max_new_tokens": 128, "humaneval_max_new_tokens": 160,
+    "RewardConfig": {"max_steps": 24},
+    "PreferenceConfig": {"max_steps": 12},
+    "RLConfig": {"max_steps": 200, "max_seconds": 180.0, "eval_every": 0},
+    "EvalConfig": {"limit": 8, "source": "fixture", "max_new_tokens": 128, "humaneval_max_new_tokens": 160,
                    "needle_lengths": "256,512", "needle_depths": "0.25,0.75", "bootstrap": 500},
 }
 PRESETS["cpu-tour"] = {name: {**values, **TOUR_CUTS.get(name, {})} for name, values in PRESETS["cpu"].items()}

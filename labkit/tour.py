@@ -224,14 +224,16 @@ def stage_eval(ctx: TourContext, report: Report) -> dict:
 
 
 def stage_notebooks(ctx: TourContext, report: Report) -> dict:
-    """Execute every curated notebook headless (papermill) in the notebook preset."""
-    from labkit.runs.notebooks import list_notebooks, run_notebooks
+    """Execute the selected notebooks (cfg.notebooks) headless with papermill, in the notebook preset."""
+    from labkit.runs.notebooks import run_notebooks, select_notebooks
 
-    runs = run_notebooks(list_notebooks(), out_dir=ctx.out_dir / "notebooks", preset=ctx.cfg.notebook_preset,
+    books = select_notebooks(ctx.cfg.notebooks)
+    runs = run_notebooks(books, out_dir=ctx.out_dir / "notebooks", preset=ctx.cfg.notebook_preset,
                          workers=ctx.cfg.notebook_workers)
-    report.section("Notebooks", f"Each notebook executed headless with papermill, preset "
-                   f"`{ctx.cfg.notebook_preset}`, {ctx.cfg.notebook_workers} at a time. The executed copies sit "
-                   "next to this report.")
+    report.section("Notebooks", f"Executed headless with papermill in preset `{ctx.cfg.notebook_preset}`"
+                   f"{f', {ctx.cfg.notebook_workers} at a time' if len(books) > 1 else ''}; the executed copies "
+                   "sit next to this report. `labkit tour --notebooks all` runs every notebook here, and "
+                   "`labkit notebooks` runs them on their own (the nightly job; `make test` runs them too).")
     report.table([{"notebook": r.source.name, "ok": r.ok, "seconds": round(r.seconds, 1),
                    "output": str(r.output.relative_to(ctx.out_dir)), "error": r.error[-300:]} for r in runs])
     failed = [r.source.name for r in runs if not r.ok]
@@ -262,6 +264,9 @@ def run_tour(cfg: TourConfig | None = None) -> pathlib.Path:
     # The tour is the offline path: make any accidental hub access fail fast instead of hanging.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = cfg or TourConfig()
+    from labkit.runs.notebooks import select_notebooks
+
+    notebooks = select_notebooks(cfg.notebooks)  # a typo in the selection fails now, not after the stages
     out_dir = pathlib.Path(cfg.out_dir).resolve() / f"tour-{datetime.now():%Y%m%d-%H%M%S}"
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = TourContext(cfg, out_dir)
@@ -269,7 +274,7 @@ def run_tour(cfg: TourConfig | None = None) -> pathlib.Path:
     timings = []
     try:
         for name, stage in STAGES:
-            if name == "notebooks" and not cfg.run_notebooks:
+            if name == "notebooks" and not notebooks:
                 continue
             log.info("tour stage: %s", name)
             print(f"[tour] {name} …", flush=True)

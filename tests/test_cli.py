@@ -16,9 +16,12 @@ def test_caps_prints_every_component(capsys):
         assert re.search(rf"^. {name}\b", out, re.M)
 
 
-def test_labkit_errors_become_messages(capsys):
+def test_labkit_errors_become_messages(capsys, tmp_path):
     assert main(["notebooks", "no_such_notebook"]) == 2
-    assert "labkit: no notebook matches" in capsys.readouterr().err
+    assert "no notebook matches 'no_such_notebook'" in capsys.readouterr().err
+    # the tour checks its notebook selection before the first stage, and writes nothing
+    assert main(["tour", "--out", str(tmp_path), "--notebooks", "00,no_such_notebook"]) == 2
+    assert "no notebook matches 'no_such_notebook'" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
 @pytest.mark.smoke

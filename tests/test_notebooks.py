@@ -9,7 +9,8 @@ import jupytext
 import nbformat
 import pytest
 
-from labkit.runs.notebooks import NOTEBOOKS_DIR, list_notebooks, run_notebook
+from labkit.errors import ConfigError
+from labkit.runs.notebooks import NOTEBOOKS_DIR, list_notebooks, run_notebook, select_notebooks
 
 NOTEBOOKS = list_notebooks()
 MAX_CELL_LINES = 30     # a cell longer than this is plumbing that belongs in labkit/
@@ -25,6 +26,15 @@ def test_there_are_notebooks_and_each_is_numbered():
     assert [p.name for p in NOTEBOOKS][0].startswith("00_")
     for p in NOTEBOOKS_DIR.glob("*.ipynb"):
         assert re.match(r"\d\d_[a-z0-9_]+\.ipynb$", p.name), p.name
+
+
+def test_select_notebooks_by_name_all_or_none():
+    assert select_notebooks("all") == NOTEBOOKS
+    assert select_notebooks("none") == select_notebooks("") == []
+    assert [p.name for p in select_notebooks("00")] == [NOTEBOOKS[0].name]
+    assert select_notebooks(" 08_eval , 00 ") == [NOTEBOOKS[0], *[p for p in NOTEBOOKS if p.name.startswith("08_")]]
+    with pytest.raises(ConfigError, match=r"notebooks.*'nope'.*have: 00_"):
+        select_notebooks("00,nope")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))

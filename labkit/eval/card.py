@@ -170,6 +170,9 @@ def load_for_eval(cfg: EvalConfig):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, cfg.adapter)
+        # Fold the LoRA deltas into the weights: generation then costs what the base costs (unmerged LoRA
+        # adds ~40% on CPU). PEFT unmerges by itself inside disable_adapter(), which the judge uses.
+        model.merge_adapter()
     return model.eval(), tok
 
 

@@ -133,6 +133,10 @@ def _judge_model(model, cfg: EvalConfig):
     return model, None
 
 
+def _is_merged(model) -> bool:
+    return any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
+
+
 def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
     prompts = [r["prompt"] for r in rows]
     answers = [g.text.strip() for g in generate(model, tok, prompts, max_new_tokens=cfg.max_new_tokens,
@@ -145,8 +149,11 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
         judge_tok = load_tokenizer(cfg.judge_model)
     refs = [r["reference"] for r in rows]
     if switch_off is not None:
+        merged = _is_merged(model)
         with switch_off():
             verdicts = judge_pairs(judge, judge_tok, prompts, answers, refs)
+        if merged:  # switching the adapter off unmerged it; fold it back in for the tasks that follow
+            model.merge_adapter()
     else:
         verdicts = judge_pairs(judge, judge_tok, prompts, answers, refs)
     scores, samples = [], []

@@ -26,6 +26,23 @@ def list_notebooks(folder: pathlib.Path = NOTEBOOKS_DIR) -> list[pathlib.Path]:
     return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
+def select_notebooks(spec: str | list[str], folder: pathlib.Path = NOTEBOOKS_DIR) -> list[pathlib.Path]:
+    """The notebooks a selection names: "all", "none" / "", or name substrings (a comma-separated string or a
+    list). A substring that matches no notebook is an error, so a typo fails before anything runs."""
+    from labkit.errors import ConfigError
+
+    books = list_notebooks(folder)
+    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+    if parts in ([], ["none"]):
+        return []
+    if parts == ["all"]:
+        return books
+    if missing := [p for p in parts if not any(p in nb.name for nb in books)]:
+        raise ConfigError("notebooks", f"no notebook matches {', '.join(map(repr, missing))}; "
+                          f"have: {', '.join(nb.name for nb in books)}")
+    return [nb for nb in books if any(p in nb.name for p in parts)]
+
+
 def strip_widget_state(nb) -> int:
     """Drop widget state and widget-view outputs (each figure's state is MBs and replays nothing
     headless); the static fallbacks every labkit widget also emits stay. Returns outputs removed."""

@@ -146,19 +146,30 @@ def _kl(est: dict) -> dict[str, float]:
     return {"kl": est["kl"], "kl_per_token": est["kl_per_token"]}
 
 
-def trainer_config(cfg: PreferenceConfig, info: dict, out: pathlib.Path, *, quiet: bool):
+def precompute_pays(cfg: PreferenceConfig, n_train: int) -> bool:
+    """Score the reference up front only when the run would otherwise score more pairs than the dataset holds.
+
+    Up front costs one reference pass over every training pair; on the fly costs one per pair the run sees
+    (max_steps × batch × accumulation), so a short run on a large set is cheaper on the fly.
+    """
+    seen = cfg.max_steps * cfg.batch_size * cfg.grad_accum
+    return cfg.precompute_ref and seen > n_train
+
+
+def trainer_config(cfg: PreferenceConfig, info: dict, out: pathlib.Path, *, quiet: bool, n_train: int):
     """The TRL config object for cfg.method, with labkit's shared settings."""
+    precompute = precompute_pays(cfg, n_train)
     common: dict[str, Any] = {**trainer_args(cfg, info, out, quiet=quiet), "save_strategy": "no",
                               "beta": cfg.method_beta, "max_length": cfg.max_length}
     if cfg.method in ("dpo", "ipo", "hinge", "robust"):
         from trl import DPOConfig
 
-        return DPOConfig(**common, loss_type=[METHODS[cfg.method]["loss"]], precompute_ref_log_probs=cfg.precompute_ref,
+        return DPOConfig(**common, loss_type=[METHODS[cfg.method]["loss"]], precompute_ref_log_probs=precompute,
                          label_smoothing=cfg.label_smoothing if cfg.method == "robust" else 0.0)
     if cfg.method == "kto":
         from trl import KTOConfig
 
-        return KTOConfig(**common, precompute_ref_log_probs=cfg.precompute_ref)
+        return KTOConfig(**common, precompute_ref_log_probs=precompute)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     if cfg.method == "simpo":
         from trl.experimental.cpo import CPOConfig
@@ -176,7 +187,7 @@ def build_trainer(cfg: PreferenceConfig, model, tok, info: dict, train_rows: lis
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    args = trainer_config(cfg, info, out, quiet=len(callbacks) > 1)
+    args = trainer_config(cfg, info, out, quiet=len(callbacks) > 1, n_train=len(train_rows))
     pairs = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train_rows])
     kwargs = {"model": model, "args": args, "processing_class": tok,
               "callbacks": [TrainerCallbackAdapter(callbacks), *extra_callbacks]}

@@ -120,3 +120,28 @@ def test_evaluate_tiny_model_produces_a_card(tiny, tmp_path):
     assert EvalCard.load(card.save(tmp_path / "c.json")).table == card.table
     with pytest.raises(ConfigError, match="tokenizer"):
         evaluate(model, "needle", cfg)
+
+
+def test_adapter_is_merged_for_eval_and_stays_merged_after_the_judge(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from labkit.eval import judge
+    from labkit.eval.card import load_for_eval
+    from labkit.models import load_model
+
+    base, tok = load_model(tiny_model_dir, device="cpu", dtype="float32")
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "adapter")
+    ids = tok(["The sea is"], return_tensors="pt")
+    with torch.no_grad():
+        unmerged = peft(**ids).logits
+    cfg = EvalConfig(model=tiny_model_dir, adapter=str(tmp_path / "adapter"), device="cpu", dtype="float32",
+                     limit=1, max_new_tokens=2)
+    model, _ = load_for_eval(cfg)
+    assert judge._is_merged(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**ids).logits, unmerged, atol=1e-4, rtol=1e-4)
+        judge.run(model, tok, judge.load(cfg), cfg)  # switches the adapter off to judge, which unmerges it
+        assert judge._is_merged(model)
+        torch.testing.assert_close(model(**ids).logits, unmerged, atol=1e-4, rtol=1e-4)

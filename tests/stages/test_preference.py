@@ -111,14 +111,23 @@ def test_unknown_kind_filter_names_what_the_file_has(tiny_model_dir, tmp_path):
 def test_trainer_config_maps_each_method_to_its_trl_loss(tmp_path):
     info = {"compute_dtype": "float32", "device": "cpu"}
     for method, loss in [("dpo", ["sigmoid"]), ("ipo", ["ipo"]), ("hinge", ["hinge"]), ("robust", ["robust"])]:
-        args = pref.trainer_config(PreferenceConfig(method=method), info, tmp_path, quiet=True)
+        args = pref.trainer_config(PreferenceConfig(method=method), info, tmp_path, quiet=True, n_train=100)
         assert args.loss_type == loss and args.beta == 0.1
-    robust = pref.trainer_config(PreferenceConfig(method="robust", label_smoothing=0.2), info, tmp_path, quiet=True)
+    robust = pref.trainer_config(PreferenceConfig(method="robust", label_smoothing=0.2), info, tmp_path, quiet=True, n_train=100)
     assert robust.label_smoothing == 0.2
-    simpo = pref.trainer_config(PreferenceConfig(method="simpo", simpo_gamma=0.8), info, tmp_path, quiet=True)
+    simpo = pref.trainer_config(PreferenceConfig(method="simpo", simpo_gamma=0.8), info, tmp_path, quiet=True, n_train=100)
     assert (simpo.loss_type, simpo.cpo_alpha, simpo.simpo_gamma, simpo.beta) == ("simpo", 0.0, 0.8, 2.0)
-    assert type(pref.trainer_config(PreferenceConfig(method="orpo"), info, tmp_path, quiet=True)).__name__ == "ORPOConfig"
-    assert type(pref.trainer_config(PreferenceConfig(method="kto"), info, tmp_path, quiet=True)).__name__ == "KTOConfig"
+    assert type(pref.trainer_config(PreferenceConfig(method="orpo"), info, tmp_path, quiet=True, n_train=100)).__name__ == "ORPOConfig"
+    assert type(pref.trainer_config(PreferenceConfig(method="kto"), info, tmp_path, quiet=True, n_train=100)).__name__ == "KTOConfig"
+
+
+def test_reference_is_scored_up_front_only_when_the_run_sees_more_pairs_than_the_set(tmp_path):
+    info = {"compute_dtype": "float32", "device": "cpu"}
+    short = PreferenceConfig(max_steps=16, batch_size=8)  # sees 128 pairs
+    assert pref.trainer_config(short, info, tmp_path, quiet=True, n_train=240).precompute_ref_log_probs is False
+    assert pref.trainer_config(short, info, tmp_path, quiet=True, n_train=100).precompute_ref_log_probs is True
+    kto = short.replace(method="kto", precompute_ref=False)
+    assert pref.trainer_config(kto, info, tmp_path, quiet=True, n_train=100).precompute_ref_log_probs is False
 
 
 def test_kl_is_zero_for_the_reference_and_positive_after_a_change(tiny):
