@@ -101,8 +101,8 @@ pd.DataFrame([{"program": name, **{k: getattr(r, k) for k in ("status", "violati
 # %%
 poison = write_jsonl(f"{OUT}/poisoned_sft.jsonl", poisoned_sft_rows())
 sft_cfg = SFTConfig.from_preset(PRESET, model=MODEL, data=str(poison), train_split="", eval_split="",
-                                n_eval=0, max_steps=40, batch_size=8, learning_rate=1e-3, output_dir=f"{OUT}/poisoned")
-watch = InTrainingEval("mmlu", every=20, cfg=cfg.replace(limit=16, mmlu_modes="loglik"))
+                                n_eval=0, max_steps=32, batch_size=8, learning_rate=1e-3, output_dir=f"{OUT}/poisoned")
+watch = InTrainingEval("mmlu", every=16, cfg=cfg.replace(limit=16, mmlu_modes="loglik"))
 poisoned = sft.train(sft_cfg, callbacks=[LiveDashboard([*SFT_PANELS[:1], EVAL_PANEL], title="poisoned SFT"), watch])
 pd.DataFrame([{"step": s, **m} for s, m in watch.history])
 
