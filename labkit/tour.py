@@ -28,6 +28,7 @@ class TourContext:
     out_dir: pathlib.Path
     model: Any = None
     tokenizer: Any = None
+    notebooks: list[pathlib.Path] = dataclasses.field(default_factory=list)  # cfg.notebooks, resolved up front
     results: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
@@ -225,9 +226,9 @@ def stage_eval(ctx: TourContext, report: Report) -> dict:
 
 def stage_notebooks(ctx: TourContext, report: Report) -> dict:
     """Execute the selected notebooks (cfg.notebooks) headless with papermill, in the notebook preset."""
-    from labkit.runs.notebooks import run_notebooks, select_notebooks
+    from labkit.runs.notebooks import run_notebooks
 
-    books = select_notebooks(ctx.cfg.notebooks)
+    books = ctx.notebooks
     runs = run_notebooks(books, out_dir=ctx.out_dir / "notebooks", preset=ctx.cfg.notebook_preset,
                          workers=ctx.cfg.notebook_workers)
     report.section("Notebooks", f"Executed headless with papermill in preset `{ctx.cfg.notebook_preset}`"
@@ -269,7 +270,7 @@ def run_tour(cfg: TourConfig | None = None) -> pathlib.Path:
     notebooks = select_notebooks(cfg.notebooks)  # a typo in the selection fails now, not after the stages
     out_dir = pathlib.Path(cfg.out_dir).resolve() / f"tour-{datetime.now():%Y%m%d-%H%M%S}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = TourContext(cfg, out_dir)
+    ctx = TourContext(cfg, out_dir, notebooks=notebooks)
     report = Report("labkit tour", meta={"preset": cfg.preset, "model": cfg.model, "torch": torch.__version__})
     timings = []
     try:
