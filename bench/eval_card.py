@@ -1,4 +1,5 @@
-"""Eval card time: how long the embedded model's card takes on this machine, per task, against the 5-minute budget.
+"""Eval card time: how long the embedded model's card takes on this machine, per task,
+against the 5-minute budget.
 
 The baseline is the budget itself (issue 6: every task at smoke sizes in under 5 minutes on a CPU). Each
 repeat builds a whole card; the script prints per-task medians, then the median total and its ratio to the
@@ -20,7 +21,7 @@ BUDGET_S = 300.0
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu-smoke")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)

@@ -28,7 +28,8 @@ from labkit.config import RLConfig
 from labkit.dash.rl import accuracy_vs_time
 from labkit.stages import grpo
 
-BASELINE = {"loss_type": "dapo", "temperature": 1.0, "rewards": "correctness", "reward_weights": "", "beta": 0.0,
+BASELINE = {"loss_type": "dapo", "temperature": 1.0, "rewards": "correctness", "reward_weights": "",
+            "beta": 0.0,
             "learning_rate": 1e-4, "preflight": False}
 
 
@@ -88,8 +89,9 @@ def main(argv=None) -> None:
         print(f"time-to-target ratio baseline / labkit: {reach['baseline'] / reach['labkit']:.2f}x")
     elif len(curves) == 2 and reach["labkit"]:
         # The baseline never got there: its whole run is a lower bound on its time to target.
-        print(f"time-to-target ratio baseline / labkit: > {curves['baseline'][-1]['seconds'] / reach['labkit']:.2f}x "
-              "(the baseline did not reach the target within its steps)")
+        print("time-to-target ratio baseline / labkit: > "
+              f"{curves['baseline'][-1]['seconds'] / reach['labkit']:.2f}x (the baseline did not reach the "
+              "target within its steps)")
     elif len(curves) == 2:
         print("time-to-target ratio: n/a (labkit did not reach the target within its steps)")
 

@@ -47,7 +47,8 @@ def heldout_loss(model, tok, rows) -> float:
 
 
 def run_labkit(cfg: SFTConfig, train_ds, out: str):
-    model, tok, info = load_for_training(cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+    model, tok, info = load_for_training(cfg.model, method="lora", lora_r=cfg.lora_r,
+                                         lora_alpha=cfg.lora_alpha,
                                          dtype=cfg.dtype, seed=cfg.seed)
     trainer = build_trainer(cfg, model, tok, info, train_ds, None, Callbacks(), out)
     return model, tok, trainer
@@ -99,8 +100,8 @@ def main() -> None:
                 tokens = trained_tokens(trainer)
                 loss = heldout_loss(model, tok, held)
             results[name].append({"tokens_per_s": tokens / seconds, "seconds": seconds, "heldout_loss": loss})
-            print(f"rep {rep} {name:>12}: {tokens} tokens in {seconds:6.1f} s = {tokens / seconds:6.1f} tokens/s, "
-                  f"held-out loss {loss:.4f}", flush=True)
+            print(f"rep {rep} {name:>12}: {tokens} tokens in {seconds:6.1f} s = {tokens / seconds:6.1f} "
+                  f"tokens/s, held-out loss {loss:.4f}", flush=True)
             del model, trainer
             gc.collect()
     med = {n: statistics.median(r["tokens_per_s"] for r in rs) for n, rs in results.items()}

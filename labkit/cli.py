@@ -23,7 +23,7 @@ def _eval(args: argparse.Namespace) -> int:
     """Write a card; with --baseline, compare and gate it (exit 1 when the gate fails, for nightly jobs)."""
     from labkit.config import EvalConfig
     from labkit.eval.card import EvalCard, evaluate
-    from labkit.runs.gates import DEFAULT_GATE, Gate
+    from labkit.eval.gates import DEFAULT_GATE, Gate
 
     overrides = {"model": args.model, "adapter": args.adapter, **({"tasks": args.tasks} if args.tasks else {})}
     cfg = EvalConfig.from_preset(args.preset, **overrides)
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tasks", default="", help="comma list (default: every task)")
     e.add_argument("--out", default="runs/eval/card.json", help="where the card is written")
     e.add_argument("--baseline", default="", help="a card to compare with; the gate runs against it")
-    e.add_argument("--gate", default="", help="a gate JSON file (default: labkit.runs.gates.DEFAULT_GATE)")
+    e.add_argument("--gate", default="", help="a gate JSON file (default: labkit.eval.gates.DEFAULT_GATE)")
     e.set_defaults(func=_eval)
 
     c = sub.add_parser("caps", help="print the capability report")

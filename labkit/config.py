@@ -1,4 +1,5 @@
-"""Flat dataclass configs: one help string per field, validated on build, mapping 1:1 to papermill parameters."""
+"""Flat dataclass configs: one help string per field, validated on build,
+mapping 1:1 to papermill parameters."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ class Config:
 
     @classmethod
     def help(cls) -> str:
-        rows = [f"{f.name} = {f.default if f.default is not dataclasses.MISSING else '…'!r}: {f.metadata['help']}"
+        rows = [f"{f.name} = {f.default if f.default is not dataclasses.MISSING else '…'!r}: "
+                f"{f.metadata['help']}"
                 for f in dataclasses.fields(cls)]
         return f"{cls.__name__}\n" + "\n".join("  " + r for r in rows)
 
@@ -104,13 +106,15 @@ class SetupConfig(Config):
 class TourConfig(Config):
     """`labkit tour`: run the post-training chain headless on one model and write an HTML report."""
 
-    preset: str = field("cpu-tour", "size dial for every stage: cpu-tour (20 minutes on a CPU) | cpu-smoke | cpu | "
+    preset: str = field("cpu-tour",
+                        "size dial for every stage: cpu-tour (20 minutes on a CPU) | cpu-smoke | cpu | "
                         "gpu-qlora")
     model: str = field("smollm2-135m-instruct", "model every stage starts from")
     out_dir: str = field("reports", "the report goes to <out_dir>/tour-<timestamp>/")
     notebook_preset: str = field("cpu-smoke", "preset the tour executes the notebooks in")
     notebooks: str = field("00", "notebooks the tour executes with papermill and links: name substrings, "
-                           "comma-separated, or all | none (`make test` and `labkit notebooks` run every one)")
+                           "comma-separated, or all | none "
+                           "(`make test` and `labkit notebooks` run every one)")
     notebook_workers: int = field(2, "notebooks executed at once, each in its own process with one thread")
 
 
@@ -119,7 +123,8 @@ class SFTConfig(Config):
     """Supervised fine-tuning (labkit.stages.sft): full, LoRA or QLoRA on TRL's SFTTrainer."""
 
     model: str = field("smollm2-135m-instruct", "base model: the embedded default, a local dir or a hub id")
-    data: str = field("sft_format", "a data_samples name or a JSONL path (conversational, prompt-completion or text)")
+    data: str = field("sft_format",
+                      "a data_samples name or a JSONL path (conversational, prompt-completion or text)")
     train_split: str = field("train", "rows whose `split` column has this value train ('' = every row)")
     eval_split: str = field("heldout", "rows held out for eval loss and generation evals ('' = none)")
     method: str = field("lora", "full | lora | qlora (4-bit NF4 base through bitsandbytes)",
@@ -128,7 +133,8 @@ class SFTConfig(Config):
     lora_alpha: int = field(32, "LoRA alpha; the update is scaled by alpha / r")
     lora_dropout: float = field(0.0, "dropout on the LoRA input")
     target_modules: str = field("all-linear", "'all-linear' or comma-separated module names (q_proj,v_proj)")
-    loss_on: str = field("assistant", "assistant: only the assistant's tokens (completion-only); all: every token",
+    loss_on: str = field("assistant",
+                         "assistant: only the assistant's tokens (completion-only); all: every token",
                          choices=("assistant", "all"))
     max_length: int = field(256, "longest templated row in tokens; longer rows are an error, not truncated")
     padding_free: bool = field(True, "flatten each batch into one sequence with position ids: no pad tokens")
@@ -157,13 +163,15 @@ class SFTConfig(Config):
 
 @dataclasses.dataclass
 class RewardConfig(Config):
-    """Reward-model training (labkit.stages.reward): a scalar head on the LM, Bradley-Terry loss, TRL's RewardTrainer."""
+    """Reward-model training (labkit.stages.reward): a scalar head on the LM, Bradley-Terry loss,
+    TRL's RewardTrainer."""
 
     model: str = field("smollm2-135m-instruct", "base model the reward model starts from")
     data: str = field("preference_pairs", "a data_samples name or a JSONL path of preference rows")
     train_split: str = field("train", "rows whose `split` column has this value train ('' = every row)")
     eval_split: str = field("heldout", "rows held out for pairwise accuracy and calibration ('' = none)")
-    length_bias: bool = field(False, "reward-hacking lab: flip the padded pairs so the longer, padded reply wins")
+    length_bias: bool = field(False,
+                              "reward-hacking lab: flip the padded pairs so the longer, padded reply wins")
     method: str = field("lora", "lora | full", choices=("lora", "full"))
     lora_r: int = field(16, "LoRA rank r")
     lora_alpha: int = field(32, "LoRA alpha")
@@ -177,7 +185,8 @@ class RewardConfig(Config):
     n_eval: int = field(80, "held-out pairs scored for accuracy and calibration")
     center_rewards: float = field(0.0, "weight of the (r_c + r_r)² term that keeps rewards near 0 (0 = off)")
     eval_every: int = field(0, "held-out accuracy every N steps (0 = only at the end)")
-    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
+                       choices=("auto", "float32", "bfloat16", "float16"))
     output_dir: str = field("runs/reward", "where the adapter, logs and result.json go")
     seed: int = field(0, "random seed (data order, head init)")
     device: str = field("auto", "auto | cpu | cuda | mps")
@@ -190,7 +199,8 @@ PREFERENCE_METHODS = ("dpo", "ipo", "hinge", "robust", "simpo", "orpo", "kto")
 class PreferenceConfig(Config):
     """Preference optimisation (labkit.stages.preference): one config for every method of the DPO family."""
 
-    model: str = field("smollm2-135m-instruct", "policy to start from (its adapter-free self is the reference)")
+    model: str = field("smollm2-135m-instruct",
+                       "policy to start from (its adapter-free self is the reference)")
     method: str = field("dpo", "dpo | ipo | hinge | robust | simpo | orpo | kto", choices=PREFERENCE_METHODS)
     data: str = field("preference_pairs", "a data_samples name or a JSONL path of preference rows")
     kinds: str = field("", "keep only rows whose `source_kind` is in this comma list ('' = all rows)")
@@ -211,11 +221,13 @@ class PreferenceConfig(Config):
     precompute_ref: bool = field(True, "score the reference once before training instead of every step, "
                                  "when the run sees more pairs than the dataset holds")
     n_eval: int = field(80, "held-out pairs scored before and after training")
-    eval_every: int = field(0, "held-out preference accuracy and KL every N steps (0 = before and after only)")
+    eval_every: int = field(0,
+                            "held-out preference accuracy and KL every N steps (0 = before and after only)")
     kl_prompts: int = field(8, "held-out prompts sampled to estimate KL(policy ‖ reference)")
     kl_samples: int = field(2, "samples per prompt for the KL estimate")
     kl_max_new_tokens: int = field(32, "tokens per KL sample")
-    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
+                       choices=("auto", "float32", "bfloat16", "float16"))
     output_dir: str = field("runs/preference", "where the adapter, logs and result.json go")
     seed: int = field(0, "random seed")
     device: str = field("auto", "auto | cpu | cuda | mps")
@@ -236,9 +248,10 @@ class PreferenceConfig(Config):
 
 @dataclasses.dataclass
 class BestOfNConfig(Config):
-    """The reward-hacking lab (labkit.eval.reward_hacking): best-of-n sampling against reward models."""
+    """The reward-hacking lab (labkit.metrics.reward_hacking): best-of-n sampling against reward models."""
 
-    data: str = field("arithmetic_prompts", "prompts with an `answer` column (true quality = the answer is right)")
+    data: str = field("arithmetic_prompts",
+                      "prompts with an `answer` column (true quality = the answer is right)")
     split: str = field("heldout", "which split's prompts to sample on")
     prompts: int = field(24, "prompts sampled")
     n: int = field(8, "samples per prompt; best-of-1 … best-of-n are read from the same pool")
@@ -255,19 +268,24 @@ class RLConfig(Config):
     """RL from verifiable rewards: one config for labkit.stages.grpo, .rloo and .ppo, so a comparison shares
     task, budget and seed. Fields a method does not use are ignored by it (their help says which)."""
 
-    model: str = field("smollm2-135m-instruct", "policy to start from (its adapter-free self is the reference)")
+    model: str = field("smollm2-135m-instruct",
+                       "policy to start from (its adapter-free self is the reference)")
     data: str = field("arithmetic_prompts", "a data_samples name or a JSONL path of prompt + answer rows")
     train_split: str = field("train", "rows whose `split` column has this value train ('' = every row)")
     eval_split: str = field("heldout", "rows held out for greedy accuracy before/after ('' = none)")
     system_prompt: str = field("", "system turn put before every prompt ('' = none)")
-    rewards: str = field("correctness,length", "comma list of labkit.rewards names (correctness, format, length, "
+    rewards: str = field("correctness,length",
+                         "comma list of labkit.rewards names (correctness, format, length, "
                          "repetition, exact_match)")
     reward_weights: str = field("1,0.5", "comma list of weights, one per reward ('' = all 1.0)")
-    length_budget: int = field(24, "the `length` reward: tokens allowed before its penalty starts (-1 at twice this)")
+    length_budget: int = field(24,
+                               "the `length` reward: tokens allowed before its penalty starts (-1 at twice "
+                               "this)")
     lora_r: int = field(16, "LoRA rank r")
     lora_alpha: int = field(32, "LoRA alpha")
     max_steps: int = field(60, "optimizer steps")
-    max_seconds: float = field(0.0, "stop after the step that crosses this many wall-clock seconds since train() "
+    max_seconds: float = field(0.0,
+                               "stop after the step that crosses this many wall-clock seconds since train() "
                                "began, model load and evals included (0 = no time budget)")
     prompts_per_step: int = field(4, "prompts per optimizer step; each gets num_generations completions")
     num_generations: int = field(8, "completions sampled per prompt (the group G)")
@@ -279,9 +297,11 @@ class RLConfig(Config):
     grad_accum: int = field(1, "gradient accumulation steps")
     loss_type: str = field("grpo", "GRPO: grpo | dr_grpo | dapo (how token losses are averaged)",
                            choices=RL_LOSS_TYPES)
-    scale_rewards: str = field("group", "GRPO: divide advantages by the group's (group), batch's (batch) or no "
+    scale_rewards: str = field("group",
+                               "GRPO: divide advantages by the group's (group), batch's (batch) or no "
                                "(none) reward std", choices=("group", "batch", "none"))
-    beta: float = field(0.02, "KL coefficient against the reference (GRPO/RLOO: in the loss; PPO: in the reward)")
+    beta: float = field(0.02,
+                        "KL coefficient against the reference (GRPO/RLOO: in the loss; PPO: in the reward)")
     epsilon: float = field(0.2, "clip range of the probability ratio (PPO, GRPO, RLOO)")
     epsilon_high: float | None = field(None, "upper clip range (DAPO's clip-higher); None = epsilon")
     ppo_epochs: int = field(2, "PPO: optimisation passes over each batch of rollouts")
@@ -291,25 +311,31 @@ class RLConfig(Config):
     kl_target: float | None = field(None, "PPO: adaptive KL controller target in nats (None = fixed beta)")
     kl_horizon: int = field(100, "PPO: adaptive KL controller horizon in steps")
     use_vllm: bool = field(False, "GRPO/RLOO: generate rollouts with vLLM (GPU; pip install 'labkit[vllm]')")
-    vllm_mode: str = field("colocate", "colocate (vLLM in the training process) | server", choices=("colocate", "server"))
+    vllm_mode: str = field("colocate", "colocate (vLLM in the training process) | server",
+                           choices=("colocate", "server"))
     preflight: bool = field(True, "run the RL pre-flight checks on a probe batch before training")
     probe_prompts: int = field(4, "prompts in the pre-flight probe batch")
     n_eval: int = field(50, "held-out prompts answered greedily before and after training")
     eval_every: int = field(0, "held-out accuracy every N steps (0 = before and after only)")
     eval_max_new_tokens: int = field(48, "tokens per held-out greedy answer (as long as a rollout's)")
-    log_rollouts: bool = field(True, "write every rollout (prompt, completion, rewards, advantage) to rollouts.jsonl")
-    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    log_rollouts: bool = field(True,
+                               "write every rollout (prompt, completion, rewards, advantage) to "
+                               "rollouts.jsonl")
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
+                       choices=("auto", "float32", "bfloat16", "float16"))
     output_dir: str = field("runs/rl", "where the adapter, logs, rollouts and result.json go")
     seed: int = field(0, "random seed")
     device: str = field("auto", "auto | cpu | cuda | mps")
 
     def validate(self) -> None:
         super().validate()
-        for name in ("max_steps", "prompts_per_step", "num_generations", "max_completion_length", "ppo_epochs"):
+        for name in ("max_steps", "prompts_per_step", "num_generations", "max_completion_length",
+                     "ppo_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}", config="RLConfig")
         if self.num_generations < 2:
-            raise ConfigError("num_generations", "a group needs at least 2 completions to compare", config="RLConfig")
+            raise ConfigError("num_generations", "a group needs at least 2 completions to compare",
+                              config="RLConfig")
         if self.beta < 0:
             raise ConfigError("beta", f"must be ≥ 0, got {self.beta}", config="RLConfig")
         if not 0 < self.epsilon < 1:
@@ -325,8 +351,10 @@ class RLConfig(Config):
         if not self.reward_names:
             raise ConfigError("rewards", "name at least one reward", config="RLConfig")
         if self.reward_weights and len(self.weights) != len(self.reward_names):
-            raise ConfigError("reward_weights", f"{len(self.weights)} weights for {len(self.reward_names)} rewards "
-                              f"({self.rewards}); give one weight per reward, or '' for all 1.0", config="RLConfig")
+            raise ConfigError("reward_weights",
+                              f"{len(self.weights)} weights for {len(self.reward_names)} rewards "
+                              f"({self.rewards}); give one weight per reward, or '' for all 1.0",
+                              config="RLConfig")
 
     @property
     def batch_size(self) -> int:
@@ -349,7 +377,8 @@ class RLConfig(Config):
 
 @dataclasses.dataclass
 class ReasoningConfig(Config):
-    """Reasoning (labkit.reasoning): chain-of-thought data, self-reflection traces, rejection-sampling rounds."""
+    """Reasoning (labkit.reasoning): chain-of-thought data, self-reflection traces,
+    rejection-sampling rounds."""
 
     model: str = field("smollm2-135m-instruct", "model to sample from and fine-tune")
     data: str = field("arithmetic_prompts", "a data_samples name or a JSONL path of prompt + answer rows")
@@ -366,7 +395,8 @@ class ReasoningConfig(Config):
     lora_r: int = field(16, "LoRA rank r")
     lora_alpha: int = field(32, "LoRA alpha")
     n_eval: int = field(50, "held-out prompts answered greedily after each round")
-    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
+                       choices=("auto", "float32", "bfloat16", "float16"))
     output_dir: str = field("runs/reasoning", "where each round's samples, adapter and result.json go")
     seed: int = field(0, "random seed")
     device: str = field("auto", "auto | cpu | cuda | mps")
@@ -381,25 +411,33 @@ class EvalConfig(Config):
 
     model: str = field("smollm2-135m-instruct", "model to evaluate (embedded name, hub id or local dir)")
     adapter: str = field("", "a PEFT adapter directory to evaluate on top of `model` ('' = the base model)")
-    tasks: str = field(EVAL_TASKS, "comma list of tasks: gsm8k, mmlu, humaneval, ifeval, safety, judge, needle")
+    tasks: str = field(EVAL_TASKS,
+                       "comma list of tasks: gsm8k, mmlu, humaneval, ifeval, safety, judge, needle")
     source: str = field("auto", "where rows come from: hub (datasets), fixture (data_samples/eval) or auto "
-                        "(the hub when reachable or cached, else the fixture)", choices=("auto", "hub", "fixture"))
+                        "(the hub when reachable or cached, else the fixture)",
+                        choices=("auto", "hub", "fixture"))
     limit: int = field(0, "rows per task (0 = all); a seeded sample keeps the benchmark's order")
     batch_size: int = field(8, "prompts per generate / forward batch")
-    max_new_tokens: int = field(128, "new tokens per generated answer (GSM8K, MMLU-gen, IFEval, safety, judge)")
+    max_new_tokens: int = field(128,
+                                "new tokens per generated answer (GSM8K, MMLU-gen, IFEval, safety, judge)")
     gsm8k_shots: int = field(0, "GSM8K: worked examples from the train split put before each question")
-    mmlu_modes: str = field("loglik,generate", "MMLU: score options by log-likelihood, by a generated letter, or both")
-    humaneval_samples: int = field(1, "HumanEval: completions sampled per problem (n of the pass@k estimator)")
+    mmlu_modes: str = field("loglik,generate",
+                            "MMLU: score options by log-likelihood, by a generated letter, or both")
+    humaneval_samples: int = field(1,
+                                   "HumanEval: completions sampled per problem (n of the pass@k estimator)")
     humaneval_k: str = field("1", "HumanEval: comma list of k for pass@k (each ≤ humaneval_samples)")
     humaneval_temperature: float = field(0.8, "HumanEval: sampling temperature when humaneval_samples > 1")
     humaneval_max_new_tokens: int = field(256, "HumanEval: new tokens per completion")
     sandbox_timeout: float = field(5.0, "HumanEval: wall-clock seconds per program in the sandbox")
-    judge_model: str = field("", "LLM judge: a local model that compares answers ('' = the evaluated base model)")
+    judge_model: str = field("",
+                             "LLM judge: a local model that compares answers ('' = the evaluated base model)")
     needle_lengths: str = field("256,512,1024", "needle in a haystack: context lengths in tokens")
-    needle_depths: str = field("0.1,0.5,0.9", "needle in a haystack: where the needle sits (fraction of the context)")
+    needle_depths: str = field("0.1,0.5,0.9",
+                               "needle in a haystack: where the needle sits (fraction of the context)")
     samples_per_task: int = field(6, "sample outputs kept on the card per task")
     bootstrap: int = field(1000, "bootstrap resamples for confidence intervals")
-    dtype: str = field("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
+                       choices=("auto", "float32", "bfloat16", "float16"))
     device: str = field("auto", "auto | cpu | cuda | mps")
     output_dir: str = field("runs/eval", "where card.json goes")
     seed: int = field(0, "seed for row sampling, generation and the bootstrap")
@@ -409,7 +447,8 @@ class EvalConfig(Config):
         for name in ("limit", "gsm8k_shots"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, "must be ≥ 0", config="EvalConfig")
-        for name in ("batch_size", "max_new_tokens", "humaneval_samples", "humaneval_max_new_tokens", "bootstrap"):
+        for name in ("batch_size", "max_new_tokens", "humaneval_samples", "humaneval_max_new_tokens",
+                     "bootstrap"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be ≥ 1", config="EvalConfig")
         if self.sandbox_timeout <= 0:
@@ -420,9 +459,11 @@ class EvalConfig(Config):
                               f"({self.humaneval_samples}); got {self.humaneval_k!r}", config="EvalConfig")
         modes = {m.strip() for m in self.mmlu_modes.split(",") if m.strip()}
         if not modes or modes - {"loglik", "generate"}:
-            raise ConfigError("mmlu_modes", f"{self.mmlu_modes!r}: use loglik, generate or both", config="EvalConfig")
+            raise ConfigError("mmlu_modes", f"{self.mmlu_modes!r}: use loglik, generate or both",
+                              config="EvalConfig")
         if any(d < 0 or d > 1 for d in self.floats("needle_depths")):
-            raise ConfigError("needle_depths", "each depth is a fraction between 0 and 1", config="EvalConfig")
+            raise ConfigError("needle_depths", "each depth is a fraction between 0 and 1",
+                              config="EvalConfig")
         if any(n < 32 for n in self.ints("needle_lengths")):
             raise ConfigError("needle_lengths", "each length must be ≥ 32 tokens", config="EvalConfig")
 
@@ -430,7 +471,8 @@ class EvalConfig(Config):
         """A comma-list field as ints (ConfigError naming the field when one is not a whole number)."""
         items = self._items(name)
         if any(not x.lstrip("-").isdigit() for x in items):
-            raise ConfigError(name, f"{getattr(self, name)!r} is not a comma list of whole numbers", config="EvalConfig")
+            raise ConfigError(name, f"{getattr(self, name)!r} is not a comma list of whole numbers",
+                              config="EvalConfig")
         return [int(x) for x in items]
 
     def floats(self, name: str) -> list[float]:
@@ -441,7 +483,8 @@ class EvalConfig(Config):
         try:
             [float(x) for x in items]
         except ValueError:
-            raise ConfigError(name, f"{getattr(self, name)!r} is not a comma list of numbers", config="EvalConfig") from None
+            raise ConfigError(name, f"{getattr(self, name)!r} is not a comma list of numbers",
+                              config="EvalConfig") from None
         if not items:
             raise ConfigError(name, "is empty", config="EvalConfig")
         return items

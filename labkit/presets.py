@@ -20,11 +20,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "PreferenceConfig": {"max_steps": 2, "batch_size": 2, "n_eval": 8, "precompute_ref": False,
                              "kl_prompts": 2, "kl_samples": 1, "kl_max_new_tokens": 8},
         "BestOfNConfig": {"prompts": 4, "n": 4, "max_new_tokens": 24},
-        "RLConfig": {"max_steps": 2, "prompts_per_step": 2, "num_generations": 4, "n_eval": 8, "probe_prompts": 2},
+        "RLConfig": {"max_steps": 2, "prompts_per_step": 2, "num_generations": 4, "n_eval": 8,
+                     "probe_prompts": 2},
         "ReasoningConfig": {"rounds": 1, "prompts_per_round": 8, "k": 2, "max_new_tokens": 24, "sft_steps": 2,
                             "batch_size": 4, "n_eval": 8},
         "EvalConfig": {"limit": 8, "source": "fixture", "max_new_tokens": 96, "humaneval_max_new_tokens": 128,
-                       "needle_lengths": "128,256", "needle_depths": "0.5", "bootstrap": 200, "samples_per_task": 3},
+                       "needle_lengths": "128,256", "needle_depths": "0.5", "bootstrap": 200,
+                       "samples_per_task": 3},
     },
     "cpu": {
         "SetupConfig": {"max_new_tokens": 64, "n_baseline_prompts": 6},
@@ -40,19 +42,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "SFTConfig": {"method": "qlora", "max_steps": 300, "batch_size": 16, "max_length": 1024,
                       "gradient_checkpointing": True, "n_eval": 50, "lora_r": 32, "lora_alpha": 64},
         "RewardConfig": {"max_steps": 200, "batch_size": 16, "lora_r": 32, "lora_alpha": 64},
-        "PreferenceConfig": {"max_steps": 200, "batch_size": 16, "lora_r": 32, "lora_alpha": 64, "kl_prompts": 32},
-        "RLConfig": {"max_steps": 300, "prompts_per_step": 8, "num_generations": 8, "max_completion_length": 256,
+        "PreferenceConfig": {"max_steps": 200, "batch_size": 16, "lora_r": 32, "lora_alpha": 64,
+                             "kl_prompts": 32},
+        "RLConfig": {"max_steps": 300, "prompts_per_step": 8, "num_generations": 8,
+                     "max_completion_length": 256,
                      "eval_max_new_tokens": 256, "length_budget": 160, "lora_r": 32, "lora_alpha": 64,
                      "learning_rate": 1e-4, "n_eval": 200},
-        "ReasoningConfig": {"rounds": 4, "prompts_per_round": 200, "k": 8, "sft_steps": 60, "max_new_tokens": 256,
+        "ReasoningConfig": {"rounds": 4, "prompts_per_round": 200, "k": 8, "sft_steps": 60,
+                            "max_new_tokens": 256,
                             "lora_r": 32, "lora_alpha": 64},
         "EvalConfig": {"limit": 500, "batch_size": 32, "max_new_tokens": 256, "humaneval_samples": 10,
-                       "humaneval_k": "1,10", "humaneval_max_new_tokens": 384, "needle_lengths": "1024,2048,4096,8192"},
+                       "humaneval_k": "1,10", "humaneval_max_new_tokens": 384,
+                       "needle_lengths": "1024,2048,4096,8192"},
     },
 }
 
-# `labkit tour` runs every stage back to back and then notebook 00; these cuts keep the whole chain well within
-# 20 minutes on a 2-core CPU. RL gets a wall-clock budget rather than a step count.
+# `labkit tour` runs every stage back to back and then notebook 00; these cuts keep the whole chain well
+# within 20 minutes on a 2-core CPU. RL gets a wall-clock budget rather than a step count.
 TOUR_CUTS: dict[str, dict[str, Any]] = {
     "SFTConfig": {"max_steps": 40},
     "RewardConfig": {"max_steps": 24},

@@ -36,7 +36,7 @@ def stage_setup(ctx: TourContext, report: Report) -> dict:
     """Capabilities, model load, chat template and masks, baseline generations and probe losses."""
     from labkit.data.chat import assistant_mask, render
     from labkit.data.samples import extract_answer, format_ok, load_sample
-    from labkit.eval.probes import forgetting_probe
+    from labkit.metrics.probes import forgetting_probe
     from labkit.models import capability_report, generate, load_model
 
     cfg = SetupConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model)
@@ -118,7 +118,8 @@ def stage_reward(ctx: TourContext, report: Report) -> dict:
     from labkit.config import RewardConfig
     from labkit.dash.plots import loss_curve
     from labkit.dash.preference import calibration_plot, reward_spread
-    from labkit.stages.reward import expected_calibration_error, train
+    from labkit.metrics.reward_model import expected_calibration_error
+    from labkit.stages.reward import train
 
     cfg = RewardConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, output_dir=str(ctx.out_dir / "reward"))
     result = train(cfg)
@@ -195,7 +196,7 @@ def stage_eval(ctx: TourContext, report: Report) -> dict:
     """The eval suite on the base model and on the SFT adapter: two cards, their comparison and the default gate."""
     from labkit.config import EvalConfig
     from labkit.eval.card import compare, comparison_figure, evaluate
-    from labkit.runs.gates import DEFAULT_GATE
+    from labkit.eval.gates import DEFAULT_GATE
 
     cfg = EvalConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, output_dir=str(ctx.out_dir / "eval"))
     base = evaluate(None, cfg=cfg)

@@ -35,10 +35,11 @@ from labkit.dash.preference import best_of_n_plot, calibration_plot, reward_spre
 from labkit.data import load_rows
 from labkit.data.samples import load_sample
 from labkit.errors import DataError
-from labkit.eval.reward_hacking import best_of_n_lab
 from labkit.losses.reward import bradley_terry_loss
+from labkit.metrics.reward_hacking import best_of_n_lab
+from labkit.metrics.reward_model import expected_calibration_error
 from labkit.models import load_model
-from labkit.stages.reward import expected_calibration_error, train
+from labkit.stages.reward import train
 
 cfg = RewardConfig.from_preset(PRESET, model=MODEL, output_dir=f"{OUT}/clean")
 RM_PANELS = [Panel("loss", "loss"), Panel("pair accuracy", "accuracy", "heldout/accuracy"), Panel("margin", "margin")]

@@ -43,9 +43,9 @@ from labkit.reasoning import (
     build_reflection_rows,
     collect_attempts,
     cot_reply,
-    rejection_sampling,
     verify_steps,
 )
+from labkit.stages.rejection import rejection_sampling
 
 cfg = ReasoningConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)
 rows = load_sample("arithmetic_prompts", split="train")

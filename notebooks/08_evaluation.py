@@ -43,7 +43,7 @@ from labkit.eval.callback import InTrainingEval
 from labkit.eval.card import compare, comparison_figure, evaluate
 from labkit.eval.fixtures import poisoned_sft_rows
 from labkit.eval.sandbox import run_python
-from labkit.runs.gates import DEFAULT_GATE, Gate, Rule
+from labkit.eval.gates import DEFAULT_GATE, Gate, Rule
 from labkit.stages import sft
 
 cfg = EvalConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)

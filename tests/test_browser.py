@@ -22,7 +22,8 @@ def _browser_or_skip() -> tuple[str, str]:
     driver = shutil.which("chromedriver")
     if chromium and driver:
         return chromium, driver
-    msg = "Chromium and chromedriver are needed (apt-get install chromium chromium-driver; make test does it as root)"
+    msg = ("Chromium and chromedriver are needed "
+           "(apt-get install chromium chromium-driver; make test does it as root)")
     if os.environ.get("CI"):
         pytest.fail(msg)  # CI must run the browser tier, not skip it
     pytest.skip(msg)
@@ -41,7 +42,8 @@ def jupyterlab(tmp_path):
     served.mkdir()
     shutil.copy(NOTEBOOK, served / NOTEBOOK.name)
     port, token = _free_port(), "labkit-test"
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"), "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "jupyterlab.log", "w")
     proc = subprocess.Popen(

@@ -31,7 +31,8 @@ def test_tour_writes_a_report(tmp_path, capsys):
     path = out.strip().splitlines()[-1].removeprefix("report: ")
     html = open(path).read()
     for section in ("Machine", "Model", "Chat template and loss mask", "Baseline generations",
-                    "Forgetting probe (baseline)", "SFT (LoRA)", "Reward model", "Preference optimisation (DPO)",
+                    "Forgetting probe (baseline)", "SFT (LoRA)", "Reward model",
+                    "Preference optimisation (DPO)",
                     "RL from verifiable rewards (GRPO)", "Evaluation suite", "Timings"):
         assert f">{section}<" in html
     assert "#### " in html  # the target format shown beside the baseline replies
@@ -51,7 +52,8 @@ def test_eval_writes_a_card_and_gates_against_a_baseline(tmp_path, tiny_model_di
     perfect = {**base.to_dict(), "table": [{**r, "value": 1.0} for r in base.table],
                "scores": [{**s, "score": 1.0} for s in base.scores]}
     (tmp_path / "perfect.json").write_text(json.dumps(perfect))
-    assert main([*args, "--out", str(tmp_path / "new.json"), "--baseline", str(tmp_path / "perfect.json")]) == 1
+    assert main([*args, "--out", str(tmp_path / "new.json"), "--baseline",
+                 str(tmp_path / "perfect.json")]) == 1
     assert "gate default: FAILED" in capsys.readouterr().out
     (tmp_path / "broken.json").write_text("{}")
     assert main([*args, "--baseline", str(tmp_path / "broken.json")]) == 2

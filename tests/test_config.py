@@ -55,5 +55,6 @@ def test_unknown_preset_lists_the_known_ones():
 
 def test_overrides_win_over_preset():
     cfg = SetupConfig.from_preset("cpu-smoke", max_new_tokens=5)
-    assert cfg.max_new_tokens == 5 and cfg.n_baseline_prompts == PRESETS["cpu-smoke"]["SetupConfig"]["n_baseline_prompts"]
+    assert (cfg.max_new_tokens == 5
+            and cfg.n_baseline_prompts == PRESETS["cpu-smoke"]["SetupConfig"]["n_baseline_prompts"])
     assert "max_new_tokens" in SetupConfig.help()

@@ -1,4 +1,5 @@
-"""Notebooks: thin-notebook lint, pairing with their jupytext .py, and headless papermill runs (smoke preset)."""
+"""Notebooks: thin-notebook lint, pairing with their jupytext .py,
+and headless papermill runs (smoke preset)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_select_notebooks_by_name_all_or_none():
     assert select_notebooks("all") == NOTEBOOKS
     assert select_notebooks("none") == select_notebooks("") == []
     assert [p.name for p in select_notebooks("00")] == [NOTEBOOKS[0].name]
-    assert select_notebooks(" 08_eval , 00 ") == [NOTEBOOKS[0], *[p for p in NOTEBOOKS if p.name.startswith("08_")]]
+    assert select_notebooks(" 08_eval , 00 ") == [NOTEBOOKS[0],
+                                                  *[p for p in NOTEBOOKS if p.name.startswith("08_")]]
     with pytest.raises(ConfigError, match=r"notebooks.*'nope'.*have: 00_"):
         select_notebooks("00,nope")
 

@@ -44,6 +44,11 @@ def test_pyproject_lists_every_package():
     listed = set(cfg["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in ROOT.glob("labkit/**/__init__.py")}
     found |= {"labkit.kernels"} if (ROOT / "kernels" / "__init__.py").exists() else set()
+    # data_samples/ imports as labkit.data_samples; its folders (eval/) are data-only packages of the wheel
+    samples = ROOT / "data_samples"
+    if (samples / "__init__.py").exists():
+        found |= {".".join(("labkit", *d.relative_to(ROOT).parts)) for d in [samples, *samples.rglob("*")]
+                  if d.is_dir() and not d.name.startswith((".", "__"))}
     assert listed == found
 
 

@@ -17,6 +17,7 @@ from labkit.dash.rl import (
 from labkit.dash.tokens import token_view
 
 __all__ = ["EVAL_PANEL", "PREFERENCE_PANELS", "RL_PANELS", "SFT_PANELS", "ChatBox", "LiveDashboard", "Panel",
-           "RolloutBrowser", "accuracy_vs_time", "before_after", "compare_rl", "load_rollouts", "lora_math", "lora_math_widget",
+           "RolloutBrowser", "accuracy_vs_time", "before_after", "compare_rl", "load_rollouts", "lora_math",
+           "lora_math_widget",
            "loss_curve", "reward_playground", "rl_curves", "rollout_html", "rounds_plot", "scale_slider",
            "token_view"]

@@ -41,7 +41,8 @@ class ChatBox:
     def _html(self) -> str:
         colors = {"user": "#e8f0fe", "assistant": "#f1f8e9", "system": "#f5f5f5"}
         bubbles = [f"<div style='background:{colors.get(m['role'], '#fff')};padding:6px 10px;margin:4px 0;"
-                   f"border-radius:6px;white-space:pre-wrap'><b>{m['role']}</b>: {html.escape(m['content'])}</div>"
+                   f"border-radius:6px;white-space:pre-wrap'><b>{m['role']}</b>: {html.escape(m['content'])}"
+                   "</div>"
                    for m in self.history]
         return "".join(bubbles) or "<i>Say something to the model.</i>"
 

@@ -70,7 +70,8 @@ PREFERENCE_PANELS: tuple[Panel, ...] = (
     Panel("loss", ("loss",), ("loss",)),
     Panel("rewards", ("rewards/chosen", "rewards/rejected"), ("rewards/chosen", "rewards/rejected")),
     Panel("margin", ("rewards/margins",), ("rewards/margins",)),
-    Panel("accuracy", ("rewards/accuracies",), ("heldout/preference_accuracy", "heldout/implicit_reward_accuracy")),
+    Panel("accuracy", ("rewards/accuracies",),
+          ("heldout/preference_accuracy", "heldout/implicit_reward_accuracy")),
     Panel("KL to reference", ("kl",), ("heldout/kl",)),
 )
 
@@ -131,7 +132,8 @@ class _StaticFigure(go.Figure):
 
 @functools.lru_cache(maxsize=256)
 def _glob(pattern: str) -> re.Pattern | None:
-    """The regex for a metric pattern with ``*`` (each ``*`` one or more characters), or None for a plain name."""
+    """The regex for a metric pattern with ``*`` (each ``*`` one or more characters),
+    or None for a plain name."""
     if "*" not in pattern:
         return None
     return re.compile("^" + "(.+?)".join(re.escape(part) for part in pattern.split("*")) + "$")

@@ -35,7 +35,8 @@ def _gib(n: float) -> str:
 def llama_linear_shapes(hidden: int, intermediate: int, kv_dim: int) -> dict[str, tuple[int, int]]:
     """(in_features, out_features) of each linear in one Llama decoder layer (grouped-query attention)."""
     return {"q_proj": (hidden, hidden), "k_proj": (hidden, kv_dim), "v_proj": (hidden, kv_dim),
-            "o_proj": (hidden, hidden), "gate_proj": (hidden, intermediate), "up_proj": (hidden, intermediate),
+            "o_proj": (hidden, hidden), "gate_proj": (hidden, intermediate),
+            "up_proj": (hidden, intermediate),
             "down_proj": (intermediate, hidden)}
 
 
@@ -63,7 +64,8 @@ def lora_math(r: int, alpha: float, *, hidden: int = 576, layers: int = 30, inte
 
 
 def lora_math_html(v: dict[str, Any]) -> str:
-    """An HTML rendering of `lora_math`'s numbers: the ΔW formula with shapes, the parameter share, a memory table."""
+    """An HTML rendering of `lora_math`'s numbers: the ΔW formula with shapes, the parameter share,
+    a memory table."""
     o, i = v["W_shape"]
     rows = "".join(
         f"<tr><td>{mode}</td>" + "".join(f"<td style='text-align:right'>{_gib(m[k])}</td>"
@@ -91,7 +93,8 @@ class LoraMathWidget(widgets.VBox):
         self._shape = {"hidden": hidden, "layers": layers, **model_shape}
         self.r = widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=8, description="rank r")
         self.alpha = widgets.IntSlider(value=16, min=1, max=256, description="alpha")
-        self.targets = widgets.Dropdown(options=list(TARGET_CHOICES), value="q_proj, v_proj", description="targets")
+        self.targets = widgets.Dropdown(options=list(TARGET_CHOICES), value="q_proj, v_proj",
+                                        description="targets")
         self.out = widgets.HTML()
         for w in (self.r, self.alpha, self.targets):
             w.observe(self._update, names="value")
@@ -108,7 +111,8 @@ class LoraMathWidget(widgets.VBox):
 
 
 def lora_math_widget(hidden: int = 576, layers: int = 30, **model_shape: int) -> LoraMathWidget:
-    """The LoRA maths widget for a Llama-shaped model (defaults SmolLM2-135M; pass intermediate, kv_dim, vocab)."""
+    """The LoRA maths widget for a Llama-shaped model (defaults SmolLM2-135M; pass intermediate, kv_dim,
+    vocab)."""
     return LoraMathWidget(hidden, layers, **model_shape)
 
 
@@ -125,7 +129,8 @@ class ScaleSlider(widgets.VBox):
         self.model, self.tok, self.prompt, self.max_new_tokens = peft_model, tok, prompt, max_new_tokens
         self.adapter = adapter or peft_model.active_adapter
         self.initial_scale = adapter_scale(peft_model, self.adapter)
-        self.slider = widgets.FloatSlider(value=min(max(self.initial_scale, 0.0), 2.0), min=0.0, max=2.0, step=0.1,
+        self.slider = widgets.FloatSlider(value=min(max(self.initial_scale, 0.0), 2.0), min=0.0, max=2.0,
+                                          step=0.1,
                                           description="scale", continuous_update=False)
         self.out = widgets.HTML()
         self.history: dict[float, str] = {}
@@ -142,8 +147,8 @@ class ScaleSlider(widgets.VBox):
         self.reply = generate(self.model, self.tok, [self.prompt], max_new_tokens=self.max_new_tokens)[0].text
         self.history[scale] = self.reply
         self.out.value = (f"<div><b>{html.escape(self.adapter)} × {scale:g}</b> — "
-                          f"<i>{html.escape(self.prompt)}</i><div style='white-space:pre-wrap;background:#f1f8e9;"
-                          f"padding:6px;border-radius:4px'>{html.escape(self.reply)}</div></div>")
+                          f"<i>{html.escape(self.prompt)}</i><div "
+                          f"style='white-space:pre-wrap;background:#f1f8e9;padding:6px;border-radius:4px'>{html.escape(self.reply)}</div></div>")
 
     def reset(self) -> None:
         scale_adapter(self.model, self.initial_scale, self.adapter)

@@ -12,7 +12,8 @@ def loss_curve(log_path, *, title: str = "training loss") -> go.Figure:
     """Train loss per step (and eval loss where logged) from a run's JSONL log."""
     events = read_jsonl(log_path)
     steps, evals = metrics_frame(events, "step"), metrics_frame(events, "eval")
-    fig = go.Figure(go.Scatter(x=steps.get("step", []), y=steps.get("loss", []), mode="lines", name="train loss"))
+    fig = go.Figure(go.Scatter(x=steps.get("step", []), y=steps.get("loss", []), mode="lines",
+                               name="train loss"))
     if evals.get("loss"):
         fig.add_scatter(x=evals["step"], y=evals["loss"], mode="markers", name="eval loss")
     fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=320,

@@ -49,7 +49,8 @@ Tensor = torch.Tensor
 
 METHODS: tuple[str, ...] = ("dpo", "cdpo", "robust", "hinge", "ipo", "simpo", "kto")
 
-LABELS: dict[str, str] = {"dpo": "DPO", "cdpo": "cDPO (ε)", "robust": "robust DPO (ε)", "hinge": "hinge (SLiC)",
+LABELS: dict[str, str] = {"dpo": "DPO", "cdpo": "cDPO (ε)", "robust": "robust DPO (ε)",
+                          "hinge": "hinge (SLiC)",
                           "ipo": "IPO", "simpo": "SimPO (γ)", "kto": "KTO (desirable)"}
 
 # Fixed per method (plotly's default palette) so a method keeps its colour across panels and figures.
@@ -61,8 +62,8 @@ GAP_RANGE: tuple[float, float] = (-20.0, 40.0)
 # IPO's quadratic, un-β-scaled loss dwarfs the rest; the panels' y-ranges ignore it unless it is alone.
 _UNSCALED = frozenset({"ipo"})
 
-# |weight| ≤ this × β counts as "stopped", only for methods that have a stop point (hinge is exactly 0; IPO and
-# cDPO there up to rounding). DPO's weight at βΔ = 400 is ~1e-173 and is still, truthfully, "pushing".
+# |weight| ≤ this × β counts as "stopped", only for methods that have a stop point (hinge is exactly 0; IPO
+# and cDPO there up to rounding). DPO's weight at βΔ = 400 is ~1e-173 and is still, truthfully, "pushing".
 _STOP_TOL = 1e-12
 
 
@@ -83,7 +84,8 @@ def _check(beta: float, gamma: float, label_smoothing: float, methods: Sequence[
         raise ConfigError("methods", "name at least one method")
     for m in methods:
         if m == "orpo":
-            raise ConfigError("methods", "ORPO depends on the absolute log-probs of both replies, not on their "
+            raise ConfigError("methods",
+                              "ORPO depends on the absolute log-probs of both replies, not on their "
                                          "gap Δ alone, so it has no curve here")
         if m not in LABELS:
             raise ConfigError("methods", f"unknown method {m!r}; choose from {', '.join(LABELS)}")
@@ -104,7 +106,8 @@ def _loss_of_gap(method: str, beta: float, gamma: float, eps: float) -> Callable
     if method == "cdpo":
         return lambda d: P.dpo_loss(d, zero(d), zero(d), zero(d), beta=beta, label_smoothing=eps)[0]
     if method == "robust":
-        return lambda d: P.dpo_loss(d, zero(d), zero(d), zero(d), beta=beta, label_smoothing=eps, robust=True)[0]
+        return lambda d: P.dpo_loss(d, zero(d), zero(d), zero(d), beta=beta, label_smoothing=eps,
+                                    robust=True)[0]
     if method == "hinge":
         return lambda d: P.hinge_loss(d, zero(d), zero(d), zero(d), beta=beta)[0]
     if method == "ipo":
@@ -131,7 +134,8 @@ def _curve(fn: Callable[[Tensor], Tensor], gaps: Sequence[float]) -> tuple[list[
 
 def loss_curves(beta: float, *, gaps: Sequence[float] | None = None, methods: Sequence[str] = METHODS,
                 gamma: float = 0.5, label_smoothing: float = 0.1) -> dict[str, dict[str, list[float]]]:
-    """Each method's loss and weight -dL/dΔ over the gaps: {method: {"gap": [...], "loss": [...], "weight": [...]}}.
+    """Each method's loss and weight -dL/dΔ over the gaps:
+    {method: {"gap": [...], "loss": [...], "weight": [...]}}.
 
     Δ is the log-ratio gap (chosen - rejected, reference-corrected, summed log-probs) for DPO, cDPO, robust
     DPO and hinge; the per-token gap for IPO (its inputs are average log-probs); the gap in average policy
@@ -195,7 +199,8 @@ def summary_at(beta: float, gap: float, *, methods: Sequence[str] = METHODS, gam
         where, note = stop_gap(m, beta, gamma=gamma, label_smoothing=label_smoothing)
         rows.append({"method": m, "label": LABELS[m], "gap": float(gap), "loss": c["loss"][0],
                      "weight": c["weight"][0], "stop_gap": where,
-                     "state": _state(c["weight"][0], 0.0 if where is None else _STOP_TOL * beta), "note": note})
+                     "state": _state(c["weight"][0], 0.0 if where is None else _STOP_TOL * beta),
+                     "note": note})
     return rows
 
 
@@ -203,8 +208,8 @@ def summary_html(rows: list[dict[str, Any]], beta: float | None = None) -> str:
     """An HTML table of `summary_at` rows, each method's name in its plot colour."""
     body = "".join(
         f"<tr><td style='color:{COLORS[r['method']]}'><b>{html.escape(r['label'])}</b></td>"
-        f"<td style='text-align:right'>{r['loss']:.4g}</td><td style='text-align:right'>{r['weight']:.4g}</td>"
-        f"<td>{r['state']}</td><td>{html.escape(r['note'])}</td></tr>" for r in rows)
+        f"<td style='text-align:right'>{r['loss']:.4g}</td><td style='text-align:right'>{r['weight']:.4g}"
+        f"</td><td>{r['state']}</td><td>{html.escape(r['note'])}</td></tr>" for r in rows)
     head = f"Δ = {rows[0]['gap']:.4g}" + (f", β = {beta:.4g}" if beta is not None else "") if rows else ""
     return (f"<div style='font-family:sans-serif'><p><b>{head}</b></p><table>"
             "<tr><th>method</th><th>loss</th><th>weight −dL/dΔ</th><th>now</th><th>stops pushing</th></tr>"
@@ -250,7 +255,8 @@ def _figure(curves: dict[str, dict[str, list[float]]], rows: list[dict[str, Any]
 
 def figure(beta: float, gap: float, *, gaps: Sequence[float] | None = None, methods: Sequence[str] = METHODS,
            gamma: float = 0.5, label_smoothing: float = 0.1) -> go.Figure:
-    """Loss vs Δ and weight vs Δ side by side, one line per method, a dashed line and dots at the current Δ."""
+    """Loss vs Δ and weight vs Δ side by side, one line per method,
+    a dashed line and dots at the current Δ."""
     kw = {"methods": methods, "gamma": gamma, "label_smoothing": label_smoothing}
     curves = loss_curves(beta, gaps=gaps, **kw)
     return _figure(curves, summary_at(beta, gap, **kw), beta)
@@ -263,7 +269,8 @@ class PreferenceMathWidget:
     FigureWidget (updated in place) and `widget` the VBox to display.
     """
 
-    def __init__(self, beta: float = 0.1, gap: float = 5.0, *, gamma: float = 0.5, label_smoothing: float = 0.1,
+    def __init__(self, beta: float = 0.1, gap: float = 5.0, *, gamma: float = 0.5,
+                 label_smoothing: float = 0.1,
                  methods: Sequence[str] = METHODS, gaps: Sequence[float] | None = None):
         self.methods = tuple(methods)
         self.gaps = default_gaps() if gaps is None else [float(g) for g in gaps]
@@ -289,7 +296,8 @@ class PreferenceMathWidget:
                                     widgets.HBox([self.gamma, self.label_smoothing]), self.fig, self.table])
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"methods": self.methods, "gamma": self.gamma.value, "label_smoothing": self.label_smoothing.value}
+        return {"methods": self.methods, "gamma": self.gamma.value,
+                "label_smoothing": self.label_smoothing.value}
 
     def _compute_curves(self) -> dict[str, dict[str, list[float]]]:
         return loss_curves(self.beta.value, gaps=self.gaps, **self._kwargs())

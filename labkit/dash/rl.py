@@ -34,7 +34,8 @@ from labkit.errors import ConfigError, DataError
 from labkit.runs.callbacks import metrics_frame, read_jsonl, to_float
 
 # What a rollout record holds; the first four are required, the rest default to empty.
-ROLLOUT_FIELDS = ("step", "group", "prompt", "completion", "rewards", "reward", "advantage", "tokens", "truncated")
+ROLLOUT_FIELDS = ("step", "group", "prompt", "completion", "rewards", "reward", "advantage", "tokens",
+                  "truncated")
 _REQUIRED = ROLLOUT_FIELDS[:4]
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}  # how labkit's JSONL writers store them
 
@@ -52,7 +53,8 @@ def _number(value: Any, source: str, row: int | None, field: str) -> float | Non
         return _NONFINITE[value]
     number = to_float(value)
     if number is None:
-        raise DataError(source, row, field, f"must be a number or null, got {type(value).__name__}: {value!r:.60}")
+        raise DataError(source, row, field,
+                        f"must be a number or null, got {type(value).__name__}: {value!r:.60}")
     return number
 
 
@@ -101,7 +103,8 @@ def load_rollouts(source: str | Path | Iterable[Mapping]) -> list[dict]:
     if path.is_dir():
         path = path / "rollouts.jsonl"
     if not path.is_file():
-        raise DataError(str(path), None, None, "no such file; RL stages write rollouts.jsonl into their output "
+        raise DataError(str(path), None, None,
+                        "no such file; RL stages write rollouts.jsonl into their output "
                                                "directory when log_rollouts is on")
     lines = path.read_text(encoding="utf-8").splitlines()
     records = []
@@ -205,9 +208,11 @@ def _step_html(records: Sequence[dict], step: int, group: int | None, steps: Seq
             cells.append(f"<td style='{_CELL}'><b>{_fmt(r['reward'])}</b></td>")
             color = advantage_color(r["advantage"], scale)
             background = f";background:{color}" if color else ""
-            cells.append(f"<td style='{_CELL}{background}' class='advantage'>{_fmt(r['advantage'], True)}</td>")
+            cells.append(f"<td style='{_CELL}{background}' class='advantage'>{_fmt(r['advantage'], True)}"
+                         "</td>")
             cells.append(f"<td style='{_CELL}'>{'—' if r['tokens'] is None else r['tokens']}</td>")
-            cells.append(f"<td style='{_CELL}'>" + ("<b style='color:#b35900'>yes</b>" if r["truncated"] else "no")
+            cells.append(f"<td style='{_CELL}'>"
+                         + ("<b style='color:#b35900'>yes</b>" if r["truncated"] else "no")
                          + "</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
@@ -255,14 +260,16 @@ class RolloutBrowser:
         self.rollouts = load_rollouts(rollouts_or_path)
         if not self.rollouts:
             source = str(rollouts_or_path) if isinstance(rollouts_or_path, (str, Path)) else "rollouts"
-            raise DataError(source, None, None, "no rollout records to browse; has the run logged a step yet?")
+            raise DataError(source, None, None,
+                            "no rollout records to browse; has the run logged a step yet?")
         self._by_step: dict[int, list[dict]] = {}
         for r in self.rollouts:
             self._by_step.setdefault(r["step"], []).append(r)
         self.steps = sorted(self._by_step)
         self.step = widgets.SelectionSlider(options=self.steps, value=self.steps[-1], description="step",
                                             continuous_update=False)
-        self.group = widgets.Dropdown(options=self._group_options(self.steps[-1]), value="all", description="group")
+        self.group = widgets.Dropdown(options=self._group_options(self.steps[-1]), value="all",
+                                      description="group")
         self.out = widgets.HTML(layout=widgets.Layout(max_height=max_height, overflow="auto"))
         self._quiet = False  # set while the dropdown's options change, so one step change renders once
         self.step.observe(self._on_step, names="value")
@@ -374,8 +381,8 @@ class RewardPlayground:
         self._static = self.out.value
         self.button.on_click(self._on_click)
         header = widgets.HTML(f"<div style='font-family:sans-serif'><b>prompt</b>: "
-                              f"<span style='{_TEXT}'>{html.escape(_text(prompt))}</span><br><small>one answer "
-                              "per block, blocks separated by a line <code>---</code></small></div>")
+                              f"<span style='{_TEXT}'>{html.escape(_text(prompt))}</span><br><small>one "
+                              "answer per block, blocks separated by a line <code>---</code></small></div>")
         self.widget = widgets.VBox([header, self.text, self.button, self.out])
 
     def candidates(self) -> list[str]:
@@ -385,19 +392,23 @@ class RewardPlayground:
         for name, value in self.columns.items():
             # A per-answer list written for the initial answers cannot follow a changed list of answers.
             if isinstance(value, (list, tuple)) and len(value) == self._n_initial != n:
-                raise ConfigError(name, f"has one value per initial answer ({self._n_initial}) but there are now "
-                                        f"{n} candidates; pass a single value for every answer, e.g. {name}=\"54\"",
+                raise ConfigError(name,
+                                  f"has one value per initial answer ({self._n_initial}) but there are now "
+                                  f"{n} candidates; pass a single value for every answer, e.g. "
+                                  f"{name}=\"54\"",
                                   config="reward_playground")
         return self.columns
 
     def score(self, text: str | None = None) -> list[dict]:
-        """Score the candidates in the text box (after setting it to ``text`` when given); returns the rows."""
+        """Score the candidates in the text box (after setting it to ``text`` when given);
+        returns the rows."""
         from labkit.rewards import playground
 
         if text is not None:
             self.text.value = text
         answers = self.candidates()
-        self.rows = playground(self.funcs, self.prompt, answers, **self._columns(len(answers))) if answers else []
+        self.rows = playground(self.funcs, self.prompt, answers,
+                               **self._columns(len(answers))) if answers else []
         self.out.value = playground_html(self.rows)
         return self.rows
 
@@ -415,7 +426,8 @@ class RewardPlayground:
         _display_with_static(self.widget, self.static_html())
 
 
-def reward_playground(funcs: Sequence[Any], prompt: Any, answers: Sequence[str], **columns: Any) -> RewardPlayground:
+def reward_playground(funcs: Sequence[Any], prompt: Any, answers: Sequence[str],
+                      **columns: Any) -> RewardPlayground:
     """A text box of candidate answers, a "score" button and a table of what each reward function pays.
 
     ``columns`` are dataset columns the rewards need, e.g. ``answer="54"`` for correctness.
@@ -427,7 +439,8 @@ def reward_playground(funcs: Sequence[Any], prompt: Any, answers: Sequence[str],
 
 def _points(frame: Mapping[str, list[float]], key: str) -> tuple[list[float], list[float]]:
     """(steps, values) of one column, without the nan gaps metrics_frame leaves where a metric was absent."""
-    pairs = [(s, v) for s, v in zip(frame.get("step", []), frame.get(key, [])) if v is not None and math.isfinite(v)]
+    pairs = [(s, v) for s, v in zip(frame.get("step", []), frame.get(key, []))
+             if v is not None and math.isfinite(v)]
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
@@ -466,7 +479,8 @@ def rl_curves(log_path_or_events: str | Path | Iterable[Mapping], *, title: str 
         if is_eval:
             fig.update_yaxes(range=[-0.02, 1.02], row=row, col=col)
         if not drawn:
-            fig.add_annotation(text="not logged", x=0.5, y=0.5, xref="x domain", yref="y domain", showarrow=False,
+            fig.add_annotation(text="not logged", x=0.5, y=0.5, xref="x domain", yref="y domain",
+                               showarrow=False,
                                font={"color": "gray"}, row=row, col=col)
     fig.update_xaxes(title_text="step", row=2)
     fig.update_layout(title=title, height=560, margin={"t": 70, "b": 40})
@@ -482,9 +496,11 @@ def _field(row: Mapping, i: int, name: str, source: str) -> float:
     return value
 
 
-def accuracy_vs_time(rows: Sequence[Mapping[str, Any]], *, title: str = "held-out accuracy against wall-clock time"
+def accuracy_vs_time(rows: Sequence[Mapping[str, Any]], *,
+                     title: str = "held-out accuracy against wall-clock time"
                      ) -> go.Figure:
-    """Held-out accuracy against wall-clock seconds, one line per method (rows: method, seconds, step, accuracy)."""
+    """Held-out accuracy against wall-clock seconds, one line per method (rows: method, seconds, step,
+    accuracy)."""
     methods: dict[str, list[tuple[float, float, Any]]] = {}
     for i, row in enumerate(rows):
         seconds = _field(row, i, "seconds", "accuracy_vs_time rows")

@@ -1,4 +1,5 @@
-"""Token view: a conversation after the chat template, one chip per token, assistant-loss tokens highlighted."""
+"""Token view: a conversation after the chat template, one chip per token,
+assistant-loss tokens highlighted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Chat templates: render conversations and mark which tokens come from assistant turns (the SFT loss mask)."""
+"""Chat templates: render conversations and mark which tokens come from assistant turns (the SFT loss
+mask)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Load rows from JSONL files, lists or HF datasets into a validated `datasets.Dataset`; write JSONL atomically."""
+"""Load rows from JSONL files, lists or HF datasets into a validated `datasets.Dataset`;
+write JSONL atomically."""
 
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` through a temp file and os.replace: a reader sees the old file or the new one, never half."""
+    """Write `text` through a temp file and os.replace: a reader sees the old file or the new one,
+    never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import importlib.resources
 import itertools
+import os
 import random
 import re
 import sys
@@ -35,15 +37,17 @@ from labkit.data.io import read_jsonl, write_jsonl
 from labkit.data.types import Kind
 from labkit.data.validate import validate_rows
 
-# The repository's data_samples/ folder (this file is labkit/data/samples.py).
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "data_samples"
+# The data_samples/ folder, the package labkit.data_samples: the checkout's folder in an editable install,
+# the copy inside site-packages in a wheel install. A real filesystem path in both.
+SAMPLES_DIR = Path(os.fspath(importlib.resources.files("labkit.data_samples")))
 
 FORMAT_RE = re.compile(r"(\d+) ([+\-*]) (\d+) = (-?\d+)\n#### (-?\d+)")
 ANSWER_RE = re.compile(r"####\s*(-?\d+)")
 
 
 def format_ok(text: str) -> bool:
-    """True when the text is exactly `a <op> b = r` then `#### n` (op one of + - *), ignoring outer whitespace.
+    """True when the text is exactly `a <op> b = r` then `#### n` (op one of + - *),
+    ignoring outer whitespace.
 
     This checks the shape only; whether the numbers are right is `extract_answer`'s job.
     """
@@ -241,7 +245,8 @@ def build_sft(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[
 
 
 def guess(p: Problem, rng: random.Random) -> str:
-    """A bare final answer with no working, and wrong: the shortcut a small model takes when it skips the steps."""
+    """A bare final answer with no working, and wrong: the shortcut a small model takes when it skips the
+    steps."""
     return f"#### {wrong_result(p, rng)}"
 
 
@@ -260,7 +265,8 @@ def rejected_reply(kind: str, p: Problem, rng: random.Random) -> str:
 def build_preference(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[str, Any]]:
     rows = []
     for split in ("train", "heldout"):
-        counts = [(kind, n_train if split == "train" else n_held) for kind, n_train, n_held in PREFERENCE_KINDS]
+        counts = [(kind, n_train if split == "train" else n_held)
+                  for kind, n_train, n_held in PREFERENCE_KINDS]
         problems = iter(rng.sample(pools[split], sum(n for _, n in counts)))
         chunk = []
         for kind, n in counts:

@@ -48,5 +48,6 @@ def sft_dataset(tok: Any, rows, *, loss_on: str = "assistant", source: str = "da
     """A `datasets.Dataset` of sft_example rows (other columns dropped)."""
     from datasets import Dataset
 
-    examples = [sft_example(tok, dict(r), loss_on=loss_on, source=source, index=i) for i, r in enumerate(rows)]
+    examples = [sft_example(tok, dict(r), loss_on=loss_on, source=source, index=i)
+                for i, r in enumerate(rows)]
     return Dataset.from_list(examples)

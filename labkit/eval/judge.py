@@ -1,4 +1,5 @@
-"""LLM-as-judge: a local model compares two answers pairwise, in both orders, and says how often it agrees with itself.
+"""LLM-as-judge: a local model compares two answers pairwise, in both orders,
+and says how often it agrees with itself.
 
 A judge reads "question, answer A, answer B" and names the better one. Small judges lean towards whichever
 answer comes first (position bias), so every pair is judged twice with the answers swapped. A verdict that
@@ -49,7 +50,8 @@ def prefer_a(judge, tok, question: str, a: str, b: str) -> float:
     return float(pair.softmax(-1)[0])
 
 
-def judge_pairs(judge, tok, questions: list[str], first: list[str], second: list[str]) -> list[dict[str, Any]]:
+def judge_pairs(judge, tok, questions: list[str], first: list[str],
+                second: list[str]) -> list[dict[str, Any]]:
     """Judge `first[i]` against `second[i]` in both orders.
 
     Returns per pair: p_first_as_a (P(first wins) with first shown as A), p_first_as_b (with it shown as B),
@@ -74,34 +76,39 @@ def fixture_rows() -> list[dict]:
     """Open questions with a short, correct reference answer, written for labkit."""
     pairs = [
         ("Why do we see lightning before we hear thunder?",
-         "Light travels much faster than sound, so the flash reaches us almost at once while the sound of the "
-         "same discharge arrives seconds later."),
+         "Light travels much faster than sound, so the flash reaches us almost at once while the sound of "
+         "the same discharge arrives seconds later."),
         ("Give two tips for remembering new vocabulary.",
-         "Review the words a few times spread over several days, and use each new word in a sentence of your own."),
+         "Review the words a few times spread over several days, and use each new word in a sentence of your "
+         "own."),
         ("What is the difference between weather and climate?",
-         "Weather is the state of the air on a given day; climate is the average pattern of weather in a place "
-         "over many years."),
+         "Weather is the state of the air on a given day; climate is the average pattern of weather in a "
+         "place over many years."),
         ("How can I make a cup of tea?",
-         "Boil water, pour it over a tea bag or leaves in a cup, wait three to five minutes, remove the tea and "
-         "add milk or sugar if you like."),
+         "Boil water, pour it over a tea bag or leaves in a cup, wait three to five minutes, remove the tea "
+         "and add milk or sugar if you like."),
         ("Why do leaves change colour in autumn?",
-         "Trees stop making green chlorophyll as days shorten, so the yellow and orange pigments already in the "
-         "leaves show through."),
+         "Trees stop making green chlorophyll as days shorten, so the yellow and orange pigments already in "
+         "the leaves show through."),
         ("What does a thermometer measure?", "Temperature: how hot or cold something is."),
         ("Name three primary colours of paint.", "Red, yellow and blue."),
         ("What is a good way to start learning to program?",
-         "Pick one beginner-friendly language such as Python, follow a short tutorial and write small programs "
-         "that solve problems you care about."),
+         "Pick one beginner-friendly language such as Python, follow a short tutorial and write small "
+         "programs that solve problems you care about."),
         ("Why should you wash your hands before eating?",
-         "Washing removes germs picked up from surfaces, so they do not get into your mouth and make you ill."),
+         "Washing removes germs picked up from surfaces, so they do not get into your mouth "
+         "and make you ill."),
         ("What is the capital of Japan?", "Tokyo."),
-        ("Explain what a noun is.", "A noun is a word that names a person, place, thing or idea, like 'teacher' or "
+        ("Explain what a noun is.",
+         "A noun is a word that names a person, place, thing or idea, like 'teacher' or "
          "'city'."),
         ("How many minutes are there in two hours?", "There are 120 minutes in two hours."),
-        ("Suggest a name for a friendly robot dog.", "Bolt: short, easy to call out, and it suits a quick pet."),
+        ("Suggest a name for a friendly robot dog.",
+         "Bolt: short, easy to call out, and it suits a quick pet."),
         ("What do bees make?", "Bees make honey, and wax for their honeycomb."),
         ("Why is the sky blue on a clear day?",
-         "Air scatters blue sunlight more than red, so blue light reaches our eyes from every part of the sky."),
+         "Air scatters blue sunlight more than red, so blue light reaches our eyes from every part of the "
+         "sky."),
         ("Write one sentence encouraging a friend before an exam.",
          "You have prepared well, so trust yourself and take it one question at a time."),
     ]
@@ -122,7 +129,8 @@ def load(cfg: EvalConfig) -> list[dict]:
 
 
 def _judge_model(model, cfg: EvalConfig):
-    """cfg.judge_model, or the evaluated model with its adapter switched off: one judge for base and adapter alike."""
+    """cfg.judge_model, or the evaluated model with its adapter switched off:
+    one judge for base and adapter alike."""
     if cfg.judge_model:
         from labkit.models import load_model
 
@@ -160,7 +168,8 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
     for r, ans, v in zip(rows, answers, verdicts):
         scores.append(Scored("win_rate", str(r.get("id", r["prompt"])), win_score(v["verdict"])))
         scores.append(Scored("agreement", str(r.get("id", r["prompt"])), float(v["agree"])))
-        samples.append({"prompt": r["prompt"], "output": ans, "target": r["reference"], "verdict": v["verdict"],
+        samples.append({"prompt": r["prompt"], "output": ans, "target": r["reference"],
+                        "verdict": v["verdict"],
                         "P(answer wins), shown first": round(v["p_first_as_a"], 3),
                         "P(answer wins), shown second": round(v["p_first_as_b"], 3)})
     picked_a = [p for v in verdicts for p in v["picked_a"]]
@@ -171,8 +180,10 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
 
 TASK = register(Task(
     "judge",
-    (Metric("win_rate", True, "answer beats the reference in both orders = 1, loses in both = 0, order-dependent = 0.5"),
-     Metric("agreement", True, "share of pairs whose verdict survives swapping the answers' order (judge consistency)")),
+    (Metric("win_rate", True,
+            "answer beats the reference in both orders = 1, loses in both = 0, order-dependent = 0.5"),
+     Metric("agreement", True,
+            "share of pairs whose verdict survives swapping the answers' order (judge consistency)")),
     load, run,
     about="pairwise LLM-as-judge against reference answers, judged in both orders",
 ))

@@ -1,4 +1,5 @@
-"""MMLU: four-option multiple choice, scored by the log-likelihood of the option letters and by a generated letter.
+"""MMLU: four-option multiple choice, scored by the log-likelihood of the option letters and by a generated
+letter.
 
 Rows use cais/mmlu's schema: `question`, `subject`, `choices` (4 strings), `answer` (index 0-3). The prompt
 lists the question and the options as "A. …" to "D. …" and asks for the letter alone, as one user turn
@@ -59,14 +60,16 @@ def question_text(row: dict) -> str:
     """The user turn for one row: subject, question, lettered options, and the request for a letter."""
     options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(row["choices"]))
     subject = row["subject"].replace("_", " ")
-    return (f"The following is a multiple choice question about {subject}.\n\n{row['question']}\n{options}\n\n"
-            "Answer with the letter of the correct option only.")
+    return ("The following is a multiple choice question about "
+            f"{subject}.\n\n{row['question']}\n{options}\n\nAnswer with the letter of the correct option "
+            "only.")
 
 
-# ---- loglik -------------------------------------------------------------------------------------------------
+# ---- loglik ------------------------------------------------------------------------------------------------
 
 def scoring_method(tok) -> str:
-    """How loglik mode scores: "next_token" when each of A-D is one token (one pass per row), else "continuation"."""
+    """How loglik mode scores: "next_token" when each of A-D is one token (one pass per row),
+    else "continuation"."""
     try:
         letter_ids(tok, LETTERS)
     except ValueError:
@@ -121,13 +124,14 @@ def letter_logprobs(model, tok, rows: list[dict], batch_size: int = 8,
     raise ValueError(f"unknown method {method!r}: use 'next_token' or 'continuation'")
 
 
-# ---- generate -----------------------------------------------------------------------------------------------
+# ---- generate ----------------------------------------------------------------------------------------------
 
 # A letter standing alone: not inside a word, a number or a contraction ("A's", "D-Day", "B12").
 _LETTER = re.compile(r"(?<![\w'’])(\()?([A-Da-d])(\))?(?![\w'’-])")
 # Text that announces the letter right after it: "The answer is", "Answer:", "option", "choice".
 _ANNOUNCED = re.compile(r"(?i)\b(?:answer(?:\s+is)?|option|choice)\s*[:=]?\s*(?:option\s*|choice\s*)?[*_]*$")
-# Words after a sentence-initial capital A that show it names option A ("A or B", "A is correct"), not the article.
+# Words after a sentence-initial capital A that show it names option A ("A or B", "A is correct"),
+# not the article.
 _NOT_ARTICLE = {"or", "and", "is", "because", "since", "as", "seems", "would"}
 
 
@@ -140,7 +144,8 @@ def _letter_at(text: str, m: re.Match) -> bool:
         return True                                      # "b) Paris", "b. Paris" at the start
     if not after.strip(" .:;!?*_\n") and not before.strip(" *_"):
         return True                                      # the whole reply is one letter: "a", "B."
-    if m.group(2).islower():                             # otherwise lower case must be announced and stand alone
+    # otherwise lower case must be announced and stand alone
+    if m.group(2).islower():
         return bool(_ANNOUNCED.search(before)) and not re.match(r"\s*[A-Za-z]", after)
     if m.group(2) == "A" and re.match(r"\s+([a-z]+)", after) and not _ANNOUNCED.search(before) \
             and re.search(r"(?:^|[.!?:\n])[\s*_]*$", before):
@@ -152,14 +157,16 @@ def parse_choice(text: str, choices: list[str]) -> int | None:
     """The option (0-3) a free-text reply picks, or None when it names none.
 
     In order:
-    1. A letter the reply announces ("The answer is B.", "Answer: (c)", "option D") wins over any other letter,
+    1. A letter the reply announces ("The answer is B.", "Answer: (c)", "option D")
+    wins over any other letter,
        so "A is tempting, but the answer is C" reads as C.
     2. Else the first standalone letter that names an option: any capital A-D ("B", "**C**", "I think A or
        B" -> A, the first one named: a hedge is scored as its first pick rather than dropped), a bracketed or
        marked lower-case one ("(c)", "b) Paris", "b. Paris" at the start), or a reply that is only a letter
        ("a"). A capital "A" that opens a sentence before a lower-case word ("A hexagon has six sides") is read
        as the article, unless the word is one like "or"/"is" ("A or B", "A is correct").
-    3. Else the option whose text the reply contains (case-insensitive, whole words: "Paris"), when exactly one
+    3. Else the option whose text the reply contains (case-insensitive, whole words: "Paris"),
+    when exactly one
        does; an option contained in another named one ("Light" in "Light years") does not count separately.
        Several options named ("Paris or Lyon") give None.
     """
@@ -175,7 +182,7 @@ def parse_choice(text: str, choices: list[str]) -> int | None:
     return named[0] if len(named) == 1 else None
 
 
-# ---- scoring ------------------------------------------------------------------------------------------------
+# ---- scoring -----------------------------------------------------------------------------------------------
 
 def score_rows(rows: list[dict], picks: list[int | None], metric: str) -> list[Scored]:
     """1.0 per row whose pick is the answer (None, no pick, scores 0), sliced by subject."""
@@ -189,7 +196,8 @@ def score_replies(rows: list[dict], replies: list[str]) -> list[Scored]:
     """`accuracy_generate` for free-text replies (parse_choice on each)."""
     if len(rows) != len(replies):
         raise ValueError(f"{len(rows)} rows but {len(replies)} replies")
-    return score_rows(rows, [parse_choice(t, r["choices"]) for t, r in zip(replies, rows)], "accuracy_generate")
+    return score_rows(rows, [parse_choice(t, r["choices"]) for t, r in zip(replies, rows)],
+                      "accuracy_generate")
 
 
 def top_letters(logprobs: list[float]) -> list[int]:
@@ -211,12 +219,13 @@ def score_logprobs(rows: list[dict], logprobs: list[list[float]]) -> list[Scored
     scores = []
     for i, (r, lp) in enumerate(zip(rows, logprobs)):
         top = top_letters(lp)
-        scores.append(Scored("accuracy_loglik", str(r.get("id", i)), 1 / len(top) if r["answer"] in top else 0.0,
+        scores.append(Scored("accuracy_loglik", str(r.get("id", i)),
+                             1 / len(top) if r["answer"] in top else 0.0,
                              {"subject": str(r["subject"])}))
     return scores
 
 
-# ---- rows ---------------------------------------------------------------------------------------------------
+# ---- rows --------------------------------------------------------------------------------------------------
 
 def fixture_rows() -> list[dict]:
     """42 easy questions over six subjects, written for labkit; the right option's position cycles A-D."""
@@ -231,17 +240,21 @@ def fixture_rows() -> list[dict]:
         ("high_school_geography", "What is the capital of France?", "Paris", ["Lyon", "Madrid", "Rome"]),
         ("high_school_geography", "Which is the largest ocean on Earth?", "The Pacific Ocean",
          ["The Atlantic Ocean", "The Indian Ocean", "The Arctic Ocean"]),
-        ("high_school_geography", "On which continent is Egypt?", "Africa", ["Asia", "Europe", "South America"]),
+        ("high_school_geography", "On which continent is Egypt?", "Africa",
+         ["Asia", "Europe", "South America"]),
         ("high_school_geography", "What is the capital of Japan?", "Tokyo", ["Kyoto", "Osaka", "Seoul"]),
         ("high_school_geography", "Which river flows through London?", "The Thames",
          ["The Seine", "The Danube", "The Nile"]),
-        ("high_school_geography", "Which is the largest country by area?", "Russia", ["Canada", "China", "Brazil"]),
-        ("high_school_geography", "The Sahara is a large what?", "Desert", ["Forest", "Lake", "Mountain range"]),
+        ("high_school_geography", "Which is the largest country by area?", "Russia",
+         ["Canada", "China", "Brazil"]),
+        ("high_school_geography", "The Sahara is a large what?", "Desert",
+         ["Forest", "Lake", "Mountain range"]),
         ("high_school_biology", "Which organ pumps blood around the body?", "The heart",
          ["The lungs", "The liver", "The kidneys"]),
         ("high_school_biology", "What gas do plants take in for photosynthesis?", "Carbon dioxide",
          ["Oxygen", "Nitrogen", "Helium"]),
-        ("high_school_biology", "What is the basic unit of life?", "The cell", ["The atom", "The organ", "The tissue"]),
+        ("high_school_biology", "What is the basic unit of life?", "The cell",
+         ["The atom", "The organ", "The tissue"]),
         ("high_school_biology", "Which part of a plant takes up water from the soil?", "The roots",
          ["The flowers", "The leaves", "The seeds"]),
         ("high_school_biology", "How many legs does an insect have?", "Six", ["Four", "Eight", "Ten"]),
@@ -265,17 +278,20 @@ def fixture_rows() -> list[dict]:
          ["The Romans", "The Vikings", "The Aztecs"]),
         ("world_history", "In which century did the First World War begin?", "The 20th century",
          ["The 18th century", "The 19th century", "The 21st century"]),
-        ("world_history", "Which city was the centre of the Roman Empire?", "Rome", ["Athens", "Cairo", "Paris"]),
+        ("world_history", "Which city was the centre of the Roman Empire?", "Rome",
+         ["Athens", "Cairo", "Paris"]),
         ("world_history", "Who painted the Mona Lisa?", "Leonardo da Vinci",
          ["Vincent van Gogh", "Pablo Picasso", "Claude Monet"]),
         ("world_history", "What did the Wright brothers build and fly in 1903?", "An aeroplane",
          ["A steam train", "A rocket", "A submarine"]),
         ("world_history", "Which wall fell in 1989?", "The Berlin Wall",
          ["Hadrian's Wall", "The Great Wall of China", "The Western Wall"]),
-        ("physics", "What force pulls objects towards the Earth?", "Gravity", ["Magnetism", "Friction", "Tension"]),
+        ("physics", "What force pulls objects towards the Earth?", "Gravity",
+         ["Magnetism", "Friction", "Tension"]),
         ("physics", "At what temperature does water boil at sea level?", "100 degrees Celsius",
          ["50 degrees Celsius", "0 degrees Celsius", "200 degrees Celsius"]),
-        ("physics", "What is the unit of electrical resistance?", "The ohm", ["The volt", "The watt", "The newton"]),
+        ("physics", "What is the unit of electrical resistance?", "The ohm",
+         ["The volt", "The watt", "The newton"]),
         ("physics", "Which travels faster?", "Light", ["Sound", "A jet plane", "A bullet"]),
         ("physics", "What do we call the energy of a moving object?", "Kinetic energy",
          ["Potential energy", "Chemical energy", "Nuclear energy"]),
@@ -298,7 +314,8 @@ def validate(rows: list[dict], source: str) -> None:
             if not isinstance(r[field], str) or not r[field].strip():
                 raise DataError(source, i, field, f"expected non-empty text, got {r[field]!r:.60}")
         choices = r["choices"]
-        if not isinstance(choices, (list, tuple)) or len(choices) != 4 or not all(isinstance(c, str) for c in choices):
+        if (not isinstance(choices, (list, tuple)) or len(choices) != 4
+                or not all(isinstance(c, str) for c in choices)):
             raise DataError(source, i, "choices", f"expected a list of 4 option strings, got {choices!r:.80}")
         answer = r["answer"]
         if isinstance(answer, bool) or not isinstance(answer, numbers.Integral) or not 0 <= answer <= 3:
@@ -306,8 +323,8 @@ def validate(rows: list[dict], source: str) -> None:
 
 
 def load(cfg: EvalConfig) -> list[dict]:
-    """Rows from cais/mmlu ("all", test) or the fixture, checked, each with an `id` (its position in the source,
-    so cards with different limits still pair item by item), subsampled by cfg.limit."""
+    """Rows from cais/mmlu ("all", test) or the fixture, checked, each with an `id` (its position in the
+    source, so cards with different limits still pair item by item), subsampled by cfg.limit."""
     used = {}
 
     def hub() -> list[dict]:
@@ -319,7 +336,8 @@ def load(cfg: EvalConfig) -> list[dict]:
         return read_fixture("mmlu")
 
     rows = rows_from(cfg.source, fixture, hub, "mmlu")
-    validate(rows, used["source"])  # outside rows_from: under "auto" a bad hub row fails instead of falling back
+    # outside rows_from: under "auto" a bad hub row fails instead of falling back
+    validate(rows, used["source"])
     rows = [{**r, "answer": int(r["answer"]), "id": str(r.get("id", i))} for i, r in enumerate(rows)]
     return subsample(rows, cfg.limit, cfg.seed)
 
@@ -342,8 +360,8 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
             sample.update(loglik_pick="=".join(LETTERS[j] for j in top_letters(lp)), loglik_score=s.score)
     if "generate" in modes:
         n_tokens = min(cfg.max_new_tokens, GENERATE_TOKENS)
-        replies = [g.text for g in generate(model, tok, [question_text(r) for r in rows], max_new_tokens=n_tokens,
-                                            batch_size=cfg.batch_size)]
+        replies = [g.text for g in generate(model, tok, [question_text(r) for r in rows],
+                                            max_new_tokens=n_tokens, batch_size=cfg.batch_size)]
         picks = [parse_choice(t, r["choices"]) for t, r in zip(replies, rows)]
         scores += score_rows(rows, picks, "accuracy_generate")
         info.update(invalid_generate=sum(p is None for p in picks) / len(picks) if picks else math.nan,
@@ -356,7 +374,9 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
 
 TASK = register(Task(
     "mmlu",
-    (Metric("accuracy_loglik", True, "the letter with the highest log-probability after the prompt is the answer"),
+    (Metric("accuracy_loglik", True,
+            "the letter with the highest log-probability after the prompt is the answer"),
      Metric("accuracy_generate", True, "the greedy reply names the answer (a letter, or the option's text)")),
-    load, run, about="four-option multiple choice, by letter log-likelihood and by generation, sliced by subject",
+    load, run,
+    about="four-option multiple choice, by letter log-likelihood and by generation, sliced by subject",
 ))

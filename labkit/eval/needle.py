@@ -1,4 +1,5 @@
-"""Long context: a needle-in-a-haystack probe, one fact hidden at several depths of filler text of several lengths.
+"""Long context: a needle-in-a-haystack probe, one fact hidden at several depths of filler text of several
+lengths.
 
 The haystack is bland filler; the needle is "The secret number for <place> is <n>." The model is asked for
 the number. Accuracy by context length and by depth shows where retrieval breaks down (the middle of a long
@@ -46,10 +47,12 @@ def load(cfg: EvalConfig) -> list[dict]:
 
 
 def haystack(tok, row: dict, seed: int = 0) -> str:
-    """Filler sentences up to about row["length"] tokens, with the needle sentence at row["depth"] of the way in."""
+    """Filler sentences up to about row["length"] tokens, with the needle sentence at row["depth"] of the way
+    in."""
     rng = random.Random(f"{seed}/{row['id']}")
     needle = f"The secret number for {row['place']} is {row['number']}."
-    budget = row["length"] - len(tok.encode(QUESTION.format(place=row["place"]), add_special_tokens=False)) - 16
+    budget = row["length"] - len(tok.encode(QUESTION.format(place=row["place"]),
+                                            add_special_tokens=False)) - 16
     sentences, used = [], len(tok.encode(needle, add_special_tokens=False))
     while True:
         s = rng.choice(FILLER)
@@ -70,7 +73,8 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
     scores, samples = [], []
     for r, p, o in zip(fits, prompts, outs):
         ok = numbers_equal(extract_number(o.text), r["number"])
-        scores.append(Scored("accuracy", r["id"], float(ok), {"length": str(r["length"]), "depth": f"{r['depth']:g}"}))
+        scores.append(Scored("accuracy", r["id"], float(ok),
+                             {"length": str(r["length"]), "depth": f"{r['depth']:g}"}))
         samples.append({"prompt": f"[{r['length']} tokens, needle at {r['depth']:.0%}] …{p[-160:]}",
                         "output": o.text, "target": r["number"], "score": float(ok)})
     info = {"skipped_longer_than_model": sorted({r["length"] for r in rows if r not in fits})}

@@ -60,7 +60,8 @@ DENY = ("os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.sy
         "subprocess.Popen", "pty.spawn", "socket.", "ctypes.", "os.kill", "os.killpg", "signal.pthread_kill",
         "os.setuid", "os.setgid", "resource.setrlimit", "resource.prlimit", "_posixsubprocess")
 WRITES = ("os.remove", "os.unlink", "os.rmdir", "os.rename", "os.replace", "os.mkdir", "os.chmod", "os.chown",
-          "os.link", "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile")
+          "os.link", "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "shutil.move",
+          "shutil.copyfile")
 
 class Denied(PermissionError):
     pass
@@ -87,7 +88,8 @@ def _hook(event, args):
     if event == "open" and args:
         mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
         flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-        writing = any(c in mode for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        writing = (any(c in mode for c in "wax+")
+                   or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC))
         if writing and not _inside(args[0]):
             _deny(f"open for writing outside the scratch dir: {args[0]!r:.80}")
     elif event in WRITES and args and not all(_inside(a) for a in args[:2] if isinstance(a, (str, bytes))):
@@ -148,7 +150,8 @@ class Sandbox:
         try:
             try:
                 proc = subprocess.Popen(
-                    [python, "-I", "-S", "-B", "-c", BOOTSTRAP, str(scratch), str(report_w), "1" if self.guard else "0"],
+                    [python, "-I", "-S", "-B", "-c", BOOTSTRAP, str(scratch), str(report_w),
+                     "1" if self.guard else "0"],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch,
                     env=_clean_env(scratch), pass_fds=(report_w, layers_w), close_fds=True,
                     preexec_fn=lambda: _limit_child(self, cpu, drop, procs, layers_w))
@@ -179,7 +182,8 @@ class Sandbox:
                     pass
             shutil.rmtree(scratch, ignore_errors=True)
         status = _status(proc.returncode, timed_out, violations, err)
-        return SandboxResult(status, proc.returncode, _text(out), _text(err), seconds, violations, layers, proc.pid)
+        return SandboxResult(status, proc.returncode, _text(out), _text(err), seconds, violations, layers,
+                             proc.pid)
 
 
 def run_python(code: str, **limits) -> SandboxResult:
@@ -242,7 +246,8 @@ def _reachable_by_others(path: str) -> bool:
 @dataclasses.dataclass
 class _PidsGroup:
     """A cgroup (v1 `pids` controller, or v2) capping how many processes the program may have, and the way to
-    kill every one of them afterwards, wherever they moved in the process tree. Root only; None if unavailable."""
+    kill every one of them afterwards, wherever they moved in the process tree. Root only;
+    None if unavailable."""
 
     path: Path
 

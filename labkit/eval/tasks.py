@@ -13,7 +13,9 @@ one normaliser serves both. `labkit.eval.card.evaluate` runs tasks and folds the
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +25,8 @@ from labkit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-FIXTURES_DIR = Path(__file__).resolve().parents[2] / "data_samples" / "eval"
+# data_samples/eval/ inside the package labkit.data_samples (the checkout's folder in an editable install).
+FIXTURES_DIR = Path(os.fspath(importlib.resources.files("labkit.data_samples"))) / "eval"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +61,16 @@ class Task:
     name: str
     metrics: tuple[Metric, ...]
     load: Callable[[Any], list[dict]]                       # (EvalConfig) -> rows
-    run: Callable[[Any, Any, list[dict], Any], TaskOutput]  # (model, tokenizer, rows, EvalConfig) -> TaskOutput
+    # (model, tokenizer, rows, EvalConfig) -> TaskOutput
+    run: Callable[[Any, Any, list[dict], Any], TaskOutput]
     about: str = ""
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
             if m.name == name:
                 return m
-        raise KeyError(f"task '{self.name}' has no metric '{name}'; it has {', '.join(m.name for m in self.metrics)}")
+        raise KeyError(f"task '{self.name}' has no metric '{name}'; it has "
+                       f"{', '.join(m.name for m in self.metrics)}")
 
 
 TASKS: dict[str, Task] = {}
@@ -97,7 +102,8 @@ def read_fixture(name: str) -> list[dict]:
 
     path = FIXTURES_DIR / f"{name}.jsonl"
     if not path.is_file():
-        raise DataError(str(path), None, None, "eval fixture missing; rebuild with `python -m labkit.eval.fixtures build`")
+        raise DataError(str(path), None, None,
+                        "eval fixture missing; rebuild with `python -m labkit.eval.fixtures build`")
     return read_jsonl(path)
 
 
@@ -108,8 +114,10 @@ def load_hub(path: str, *, name: str | None = None, split: str) -> list[dict]:
     return [dict(r) for r in load_dataset(path, name, split=split)]
 
 
-def rows_from(source: str, fixture: Callable[[], list[dict]], hub: Callable[[], list[dict]], task: str) -> list[dict]:
-    """Pick the row source: "fixture", "hub", or "auto" (the hub when it answers, else the fixture, logged)."""
+def rows_from(source: str, fixture: Callable[[], list[dict]], hub: Callable[[], list[dict]],
+              task: str) -> list[dict]:
+    """Pick the row source: "fixture", "hub", or "auto" (the hub when it answers, else the fixture,
+    logged)."""
     if source == "fixture":
         return fixture()
     if source == "hub":
@@ -119,7 +127,8 @@ def rows_from(source: str, fixture: Callable[[], list[dict]], hub: Callable[[], 
     try:
         return hub()
     except Exception as exc:  # offline, not cached, or datasets refused: the fixture has the same schema
-        log.info("eval task %s: hub unavailable (%s); using the offline fixture", task, str(exc).splitlines()[0][:120])
+        log.info("eval task %s: hub unavailable (%s); using the offline fixture", task,
+                 str(exc).splitlines()[0][:120])
         return fixture()
 
 
@@ -140,7 +149,8 @@ def require_fields(rows: list[dict], fields: tuple[str, ...], source: str) -> No
 
 
 def letter_ids(tok, letters: str) -> list[int]:
-    """The token id of each bare letter as the first token of an assistant reply (MMLU options, judge verdicts)."""
+    """The token id of each bare letter as the first token of an assistant reply (MMLU options,
+    judge verdicts)."""
     ids = []
     for letter in letters:
         enc = tok.encode(letter, add_special_tokens=False)

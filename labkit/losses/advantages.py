@@ -1,9 +1,9 @@
 """Advantage estimators for RL on language models: GRPO group baselines, RLOO leave-one-out, GAE, whitening.
 
-All functions are pure and carry no gradient (advantages are targets, not things to differentiate). The GRPO and
-RLOO estimators take rewards laid out as TRL lays them out: N = B·G completions, the G completions of one prompt
-consecutive. A NaN reward marks an unscorable completion (every reward function declined it): it is left out of
-its group's baseline and gets advantage 0, as in TRL 1.16.
+All functions are pure and carry no gradient (advantages are targets, not things to differentiate). The GRPO
+and RLOO estimators take rewards laid out as TRL lays them out: N = B·G completions, the G completions of one
+prompt consecutive. A NaN reward marks an unscorable completion (every reward function declined it): it is
+left out of its group's baseline and gets advantage 0, as in TRL 1.16.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ SCALES = ("group", "batch", "none")
 def _grouped(rewards: Tensor, group_size: int) -> Tensor:
     """[N] -> [N/G, G], or a ConfigError when the batch is not whole groups."""
     if group_size < 1 or rewards.dim() != 1 or rewards.numel() % group_size:
-        raise ConfigError("num_generations", f"rewards of shape {tuple(rewards.shape)} cannot be cut into groups "
+        raise ConfigError("num_generations",
+                          f"rewards of shape {tuple(rewards.shape)} cannot be cut into groups "
                           f"of {group_size}; pass a 1-D tensor of prompts × completions-per-prompt rewards")
     return rewards.view(-1, group_size)
 
 
 def _nanstd(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    """Sample standard deviation (Bessel-corrected, n-1) ignoring NaNs; NaN where fewer than two values remain."""
+    """Sample standard deviation (Bessel-corrected, n-1) ignoring NaNs;
+    NaN where fewer than two values remain."""
     if dim is None:
         x, dim = x.reshape(-1), 0
     mean = torch.nanmean(x, dim=dim, keepdim=True)
@@ -49,9 +51,10 @@ def group_advantages(rewards: Tensor, group_size: int, *, scale: str = "group", 
                                                   s = std_all r  (scale="batch", the whole batch's std)
         Â_i =  r_i - mean_g r                                    (scale="none", Dr. GRPO)
 
-    std is the sample std (n-1), eps is added to the std outside the square root, and a group of one has std 0:
-    exactly trl/trainer/grpo_trainer.py:2765-2787 (TRL 1.16, `multi_objective_aggregation="sum_then_normalize"`).
-    A group whose rewards are all equal gets advantage 0 whatever the scale: it teaches nothing.
+    std is the sample std (n-1), eps is added to the std outside the square root, and a group of one has std
+    0: exactly trl/trainer/grpo_trainer.py:2765-2787 (TRL 1.16,
+    `multi_objective_aggregation="sum_then_normalize"`). A group whose rewards are all equal gets advantage 0
+    whatever the scale: it teaches nothing.
 
     Shapes:
         rewards: [N] with N = B·G, group b at rows b·G … b·G+G-1 (NaN = unscorable)
@@ -62,7 +65,8 @@ def group_advantages(rewards: Tensor, group_size: int, *, scale: str = "group", 
     grouped = _grouped(rewards.float(), group_size)                      # [B, G]
     centred = grouped - torch.nanmean(grouped, dim=1, keepdim=True)      # [B, G]
     if scale == "group":
-        std = _nanstd(grouped, dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(centred[:, :1])  # [B, 1]
+        # [B, 1]
+        std = _nanstd(grouped, dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(centred[:, :1])
         centred = centred / (std + eps)
     elif scale == "batch":
         std = _nanstd(grouped) if grouped.numel() > 1 else grouped.new_zeros(())  # scalar
@@ -71,7 +75,8 @@ def group_advantages(rewards: Tensor, group_size: int, *, scale: str = "group", 
 
 
 @torch.no_grad()
-def rloo_advantages(rewards: Tensor, group_size: int, *, normalize: bool = False, eps: float = 1e-4) -> Tensor:
+def rloo_advantages(rewards: Tensor, group_size: int, *, normalize: bool = False,
+                    eps: float = 1e-4) -> Tensor:
     """REINFORCE Leave-One-Out: each reward minus the mean of the *other* completions of the same prompt.
 
     Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline for free!", https://openreview.net/forum?id=r1lgTGL5DE;
@@ -92,7 +97,8 @@ def rloo_advantages(rewards: Tensor, group_size: int, *, normalize: bool = False
         return torch.zeros_like(rewards, dtype=torch.float)
     count = (~grouped.isnan()).sum(dim=1, keepdim=True)                   # [B, 1] scorable completions
     total = torch.nansum(grouped, dim=1, keepdim=True)                   # [B, 1]
-    adv = grouped - (total - grouped) / (count - 1)                      # [B, G]; 0/0 = NaN for a lone scorable
+    # [B, G]; 0/0 = NaN for a lone scorable
+    adv = grouped - (total - grouped) / (count - 1)
     adv = adv.reshape(-1)                                                # [N]
     if normalize:
         adv = (adv - torch.nanmean(adv)) / (_nanstd(adv) + eps)
@@ -106,12 +112,13 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float = 1.0, la
 
     Schulman et al. 2016, https://arxiv.org/abs/1506.02438 (Eq. 16). Over the valid tokens t of a row,
 
-        δ_t = r_t + γ V_{t+1} - V_t,        Â_t = Σ_{l≥0} (γλ)^l δ_{t+l} = δ_t + γλ Â_{t+1},        R_t = Â_t + V_t
+        δ_t = r_t + γ V_{t+1} - V_t,        Â_t = Σ_{l≥0} (γλ)^l δ_{t+l} = δ_t + γλ Â_{t+1},
+        R_t = Â_t + V_t
 
-    where "t+1" is the next *valid* token and V after the last valid token is 0 (the episode ends there). Masked
-    positions are skipped: their rewards and values are ignored and they get advantage and return 0, so the
-    reward must sit on a valid token (the usual place for a sequence score is the last one). γ = λ = 1 gives
-    Â_t = (Σ_{s≥t} r_s) - V_t, reward-to-go minus value; λ = 0 gives the one-step TD error.
+    where "t+1" is the next *valid* token and V after the last valid token is 0 (the episode ends there).
+    Masked positions are skipped: their rewards and values are ignored and they get advantage and return 0, so
+    the reward must sit on a valid token (the usual place for a sequence score is the last one). γ = λ = 1
+    gives Â_t = (Σ_{s≥t} r_s) - V_t, reward-to-go minus value; λ = 0 gives the one-step TD error.
 
     Shapes:
         rewards, values, mask: [B, T] (mask 1/True on completion tokens that count)

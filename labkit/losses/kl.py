@@ -1,11 +1,13 @@
 """Per-token estimators of KL(π ‖ π_ref) from the log-probs of tokens sampled from π (Schulman's k1, k2, k3).
 
 Schulman 2020, "Approximating KL divergence", http://joschu.net/blog/kl-approx.html. With x ~ π and the log
-ratio r = log π_ref(x) - log π(x), each k is a function of one sample whose mean over samples estimates the KL:
+ratio r = log π_ref(x) - log π(x), each k is a function of one sample whose mean over samples estimates the
+KL:
 
     k1 = -r                    unbiased, high variance, negative on some samples
-    k2 = ½ r²                  biased (its mean is an f-divergence that matches KL to second order), low variance
-    k3 = (e^r - 1) - r         unbiased (E_π[e^r] = 1) and ≥ 0 on every sample, low variance; GRPO's penalty
+    k2 = ½ r²                  biased (its mean is an f-divergence that matches KL to second order), low
+    variance k3 = (e^r - 1) - r         unbiased (E_π[e^r] = 1) and ≥ 0 on every sample, low variance;
+    GRPO's penalty
 
 The estimates are only right when the tokens were sampled from π (the first argument), not from π_ref.
 """
@@ -34,8 +36,8 @@ def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k3 = e^r - r - 1 with r = log π_ref(x) - log π(x). Shapes: any, matching; returns the same shape, ≥ 0.
 
-    This is the per-token KL term of GRPO (trl/trainer/grpo_trainer.py:3098-3102 in TRL 1.16). Since e^r ≥ 1 + r
-    it is never negative, and it is 0 exactly where the two log-probs agree.
+    This is the per-token KL term of GRPO (trl/trainer/grpo_trainer.py:3098-3102 in TRL 1.16). Since e^r ≥ 1 +
+    r it is never negative, and it is 0 exactly where the two log-probs agree.
     """
     r = ref_logp - logp
     return torch.exp(r) - r - 1

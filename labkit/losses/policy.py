@@ -101,7 +101,8 @@ def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Te
 
 def grpo_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask: Tensor, *,
               ref_logp: Tensor | None = None, beta: float = 0.0, epsilon: float = 0.2,
-              epsilon_high: float | None = None, loss_type: str = "grpo", max_completion_length: int | None = None,
+              epsilon_high: float | None = None, loss_type: str = "grpo",
+              max_completion_length: int | None = None,
               num_items: int | float | Tensor | None = None, kl_bias_correction: bool = True
               ) -> tuple[Tensor, dict[str, float]]:
     """GRPO's per-token clipped objective with an optional k3 KL penalty, aggregated as TRL 1.16 does.
@@ -110,15 +111,17 @@ def grpo_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask: T
     one advantage Â per sequence, and k3_t = e^{r_t} - r_t - 1, r_t = log π_ref(o_t) - log π(o_t):
 
         ℓ_t = -min(ρ_t Â, clip(ρ_t, 1-ε_low, 1+ε_high) Â) + β ρ_t k3_t     (kl_bias_correction=True, default)
-        ℓ_t = -min(ρ_t Â, clip(ρ_t, 1-ε_low, 1+ε_high) Â) + β k3_t         (kl_bias_correction=False, the paper)
+        ℓ_t = -min(ρ_t Â, clip(ρ_t, 1-ε_low, 1+ε_high) Â) + β k3_t         (kl_bias_correction=False,
+        the paper)
 
     and the token losses ℓ_{b,t} (valid tokens only, |o_b| of them in row b) are averaged by `loss_type`:
 
-        "grpo"     (1/B) Σ_b (1/|o_b|) Σ_t ℓ       per-sequence mean, then mean; short replies weigh more per token
-        "dr_grpo"  Σ_b Σ_t ℓ / (B · L)             L = max_completion_length, a constant: no length bias
+        "grpo"     (1/B) Σ_b (1/|o_b|) Σ_t ℓ       per-sequence mean, then mean; short replies weigh more per
+        token "dr_grpo"  Σ_b Σ_t ℓ / (B · L)             L = max_completion_length, a constant: no length bias
                    (Liu et al. 2025, Dr. GRPO, https://arxiv.org/abs/2503.20783)
         "bnpo"     Σ_b Σ_t ℓ / Σ_b |o_b|           token mean over this (micro-)batch
-        "dapo"     Σ_b Σ_t ℓ / N                   N = `num_items`, the valid tokens of every micro-batch whose
+        "dapo"     Σ_b Σ_t ℓ / N                   N = `num_items`,
+        the valid tokens of every micro-batch whose
                    gradients are summed into one step (default: this batch's, then it equals "bnpo")
                    (Yu et al. 2025, DAPO, https://arxiv.org/abs/2503.14476, its token-level loss; its
                    clip-higher is `epsilon_high`)
@@ -126,11 +129,11 @@ def grpo_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask: T
     ε_low = epsilon, ε_high = epsilon_high (None: epsilon). old_logp None means on-policy: ρ = 1 in value but
     its gradient is ∇log π, the policy gradient. Weighting k3 by the (unclipped) ratio ρ is TRL 1.16's default
     `use_bias_correction_kl=True` (DeepSeek-V3.2, https://arxiv.org/abs/2512.02556): it makes the KL term's
-    gradient the unbiased reverse-KL gradient, and it changes that gradient even on-policy, where ρ = 1 in value.
-    Matches trl/trainer/grpo_trainer.py:3020-3184 on one process with token-level importance sampling (TRL's
-    dapo normaliser num_items_in_batch / num_processes · grad_accum / steps_per_generation is N with the default
-    steps_per_generation = grad_accum). TRL further divides grpo/dr_grpo/bnpo by the gradient-accumulation
-    steps; a caller that accumulates does that itself.
+    gradient the unbiased reverse-KL gradient, and it changes that gradient even on-policy, where ρ = 1 in
+    value. Matches trl/trainer/grpo_trainer.py:3020-3184 on one process with token-level importance sampling
+    (TRL's dapo normaliser num_items_in_batch / num_processes · grad_accum / steps_per_generation is N with
+    the default steps_per_generation = grad_accum). TRL further divides grpo/dr_grpo/bnpo by the
+    gradient-accumulation steps; a caller that accumulates does that itself.
 
     Metrics, token-weighted means over valid tokens as TRL logs them: "kl" (mean k3, times ρ under
     kl_bias_correction as TRL logs it, so plain k3 on-policy; when ref_logp is given),
@@ -141,17 +144,20 @@ def grpo_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask: T
         logp: [B, T] log-probs of the completion tokens under the policy being trained (with grad)
         old_logp, ref_logp: [B, T] the same under the sampling policy and the reference, or None
         advantages: [B] one per sequence ([B, T] per token also accepted); mask: [B, T]
-        returns: scalar loss, metrics {"clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
+        returns: scalar loss, metrics {"clip_ratio/low_mean", "clip_ratio/high_mean",
+        "clip_ratio/region_mean",
                  and "kl" when ref_logp is given}
     """
     if loss_type not in GRPO_LOSS_TYPES:
         raise ConfigError("loss_type", f"unknown GRPO loss type {loss_type!r}; "
                           f"use one of {', '.join(GRPO_LOSS_TYPES)}")
     if loss_type == "dr_grpo" and not max_completion_length:
-        raise ConfigError("max_completion_length", "loss_type 'dr_grpo' divides by B × max_completion_length, "
+        raise ConfigError("max_completion_length",
+                          "loss_type 'dr_grpo' divides by B × max_completion_length, "
                           "a constant; pass the generation length limit")
     if beta != 0.0 and ref_logp is None:
-        raise ValueError("grpo_loss: beta != 0 needs ref_logp, the reference model's log-probs of the same tokens")
+        raise ValueError("grpo_loss: beta != 0 needs ref_logp, the reference model's log-probs of the same "
+                         "tokens")
     eps_low, eps_high = epsilon, epsilon if epsilon_high is None else epsilon_high
     m = mask.bool()                                                      # [B, T]
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # [B, 1] or [B, T]
@@ -175,7 +181,8 @@ def grpo_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask: T
     elif loss_type == "bnpo" or num_items is None:
         loss = summed.sum() / m.sum().clamp(min=1)
     else:  # dapo with an explicit token count
-        loss = summed.sum() / torch.as_tensor(num_items, dtype=summed.dtype, device=summed.device).clamp(min=1)
+        loss = summed.sum() / torch.as_tensor(num_items, dtype=summed.dtype,
+                                              device=summed.device).clamp(min=1)
 
     with torch.no_grad():
         low = (ratio < 1 - eps_low) & (adv < 0)                          # [B, T]
@@ -199,8 +206,8 @@ def reinforce_loss(logp: Tensor, advantages: Tensor, mask: Tensor) -> tuple[Tens
         L = -(1/B) Σ_b Â_b Σ_t log π(o_{b,t})
 
     Its gradient equals that of TRL 1.16's RLOOTrainer loss (a sequence-level clipped ratio,
-    trl/trainer/rloo_trainer.py:1823-1834) on the first, on-policy pass, where the ratio is 1 and nothing clips.
-    The loss value itself is not comparable across batches (it scales with completion length).
+    trl/trainer/rloo_trainer.py:1823-1834) on the first, on-policy pass, where the ratio is 1 and nothing
+    clips. The loss value itself is not comparable across batches (it scales with completion length).
 
     Shapes:
         logp: [B, T] completion token log-probs (with grad); advantages: [B]; mask: [B, T]
@@ -208,5 +215,6 @@ def reinforce_loss(logp: Tensor, advantages: Tensor, mask: Tensor) -> tuple[Tens
     """
     seq_logp = torch.where(mask.bool(), logp, 0.0).sum(-1)              # [B]
     loss = -(advantages.detach() * seq_logp).mean()
-    metrics = {"seq_logp_mean": float(seq_logp.detach().mean()), "advantage_mean": float(advantages.float().mean())}
+    metrics = {"seq_logp_mean": float(seq_logp.detach().mean()),
+               "advantage_mean": float(advantages.float().mean())}
     return loss, metrics

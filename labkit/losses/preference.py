@@ -1,9 +1,10 @@
-"""Preference-optimisation losses (DPO and its variants, IPO, SLiC, SimPO, ORPO, KTO) as pure functions of log-probs.
+"""Preference-optimisation losses (DPO and its variants, IPO, SLiC, SimPO, ORPO, KTO)
+as pure functions of log-probs.
 
-Every function takes per-sequence log-probs made by `labkit.models.logprobs.sequence_logprobs` (summed or, where
-the docstring says so, averaged over completion tokens), chosen and rejected passed separately, and returns
-`(loss, metrics)`: a scalar tensor and plain floats named as TRL logs them (`rewards/chosen`, `rewards/margins`…).
-labkit's tests check each against TRL 1.16 on the same tensors.
+Every function takes per-sequence log-probs made by `labkit.models.logprobs.sequence_logprobs` (summed or,
+where the docstring says so, averaged over completion tokens), chosen and rejected passed separately, and
+returns `(loss, metrics)`: a scalar tensor and plain floats named as TRL logs them (`rewards/chosen`,
+`rewards/margins`…). labkit's tests check each against TRL 1.16 on the same tensors.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def _pair_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor, chosen_logps: Tensor, rejected_logps: Tensor
+def _pair_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor, chosen_logps: Tensor,
+                  rejected_logps: Tensor
                   ) -> dict[str, float]:
     """The reward metrics every paired loss logs; rewards are already scaled by β. [B] x 4 -> floats."""
     with torch.no_grad():
@@ -46,10 +48,11 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
         DPO   (ε = 0):        L = -log σ(βΔ)
         cDPO  (ε > 0):        L = -(1-ε) log σ(βΔ) - ε log σ(-βΔ)
               Mitchell 2023, "A note on DPO with noisy preferences", https://ericmitchell.ai/cdpo.pdf;
-              the label is flipped with probability ε (TRL's CPOTrainer `sigmoid` form, older DPOTrainer `sigmoid`).
+              the label is flipped with probability ε (TRL's CPOTrainer `sigmoid` form,
+              older DPOTrainer `sigmoid`).
         rDPO  (robust=True):  L = [-(1-ε) log σ(βΔ) + ε log σ(-βΔ)] / (1 - 2ε),   0 ≤ ε < 0.5
-              Chowdhury et al. 2024, https://arxiv.org/abs/2403.00409 (Eq. 8), an unbiased estimate of the clean
-              loss under flip rate ε (TRL DPOTrainer `robust`, trl/trainer/dpo_trainer.py:1428-1431).
+              Chowdhury et al. 2024, https://arxiv.org/abs/2403.00409 (Eq. 8), an unbiased estimate of the
+              clean loss under flip rate ε (TRL DPOTrainer `robust`, trl/trainer/dpo_trainer.py:1428-1431).
 
     Implicit rewards r = β (log π - log π_ref) are logged, detached.
 
@@ -114,8 +117,8 @@ def ipo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
     The loss is minimised (zero) exactly at Δ = 1/(2β).
 
     Shapes:
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps: [B] average log-probs
-        returns: scalar loss, metrics as `dpo_loss`
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps: [B] average
+        log-probs returns: scalar loss, metrics as `dpo_loss`
     """
     chosen_logratios = policy_chosen_logps - ref_chosen_logps        # [B]
     rejected_logratios = policy_rejected_logps - ref_rejected_logps  # [B]
@@ -191,9 +194,9 @@ def kto_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
              ) -> tuple[Tensor, dict[str, float]]:
     """Kahneman-Tversky Optimization: unpaired desirable / undesirable examples against a KL reference point.
 
-    Ethayarajh et al. 2024, https://arxiv.org/abs/2402.01306 (Eq. 7). With log-ratios r(y) = log π(y) - log π_ref(y)
-    and the reference point z₀ = max(0, mean_j r(y'_j)) estimated on mismatched (prompt, completion) pairs
-    (detached, no gradient):
+    Ethayarajh et al. 2024, https://arxiv.org/abs/2402.01306 (Eq. 7). With log-ratios r(y) = log π(y) - log
+    π_ref(y) and the reference point z₀ = max(0, mean_j r(y'_j)) estimated on mismatched (prompt, completion)
+    pairs (detached, no gradient):
 
         desirable:    L_D = λ_D (1 - σ(β(r(y) - z₀)))
         undesirable:  L_U = λ_U (1 - σ(β(z₀ - r(y))))

@@ -1,4 +1,5 @@
-"""Reward-model loss: the Bradley-Terry pairwise log-likelihood on scalar rewards, optionally with a margin."""
+"""Reward-model loss: the Bradley-Terry pairwise log-likelihood on scalar rewards,
+optionally with a margin."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Ten
                        margin: torch.Tensor | float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Negative log-likelihood that the chosen reply wins under the Bradley-Terry model.
 
-    Bradley & Terry 1952; as a reward-model loss, Ouyang et al. 2022, https://arxiv.org/abs/2203.02155 (Eq. 1);
-    the margin m is Llama 2's, Touvron et al. 2023, https://arxiv.org/abs/2307.09288 (Eq. 2):
+    Bradley & Terry 1952; as a reward-model loss, Ouyang et al. 2022, https://arxiv.org/abs/2203.02155 (Eq.
+    1); the margin m is Llama 2's, Touvron et al. 2023, https://arxiv.org/abs/2307.09288 (Eq. 2):
 
         L = mean_b -log σ(r_c,b - r_r,b - m_b)
 

@@ -16,7 +16,9 @@ from labkit.models.loading import (
 )
 
 __all__ = [
-    "EMBEDDED", "Capability", "CapabilityReport", "ModelLoadError", "capability_report", "cache_root", "cpu_has_native_bf16", "embedded_gguf_path",
-    "Generation", "chat", "generate", "ensure_embedded_cache", "load_from_gguf", "load_model", "load_tokenizer", "resolve_device",
+    "EMBEDDED", "Capability", "CapabilityReport", "ModelLoadError", "capability_report", "cache_root",
+    "cpu_has_native_bf16", "embedded_gguf_path",
+    "Generation", "chat", "generate", "ensure_embedded_cache", "load_from_gguf", "load_model",
+    "load_tokenizer", "resolve_device",
     "resolve_dtype", "tiny_model",
 ]

@@ -1,4 +1,5 @@
-"""Trainable models for the stages: full weights, LoRA (PEFT) or QLoRA (bitsandbytes 4-bit), via Unsloth on GPU.
+"""Trainable models for the stages: full weights, LoRA (PEFT) or QLoRA (bitsandbytes 4-bit),
+via Unsloth on GPU.
 
 One function, `load_for_training`, decides the backend and says which it chose and why in a log line.
 """
@@ -102,7 +103,8 @@ def load_for_training(model_name: str, *, method: str, lora_r: int = 16, lora_al
                                 dev, gradient_checkpointing)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    info = {"backend": chosen, "backend_reason": reason, "compute_dtype": str(compute_dtype).replace("torch.", ""),
+    info = {"backend": chosen, "backend_reason": reason,
+            "compute_dtype": str(compute_dtype).replace("torch.", ""),
             "trainable_params": trainable, "total_params": total, "device": str(dev)}
     return model, tok, info
 

@@ -92,7 +92,8 @@ def capability_report() -> CapabilityReport:
     else:
         interp = os.environ.get("TRITON_INTERPRET") == "1"
         rows.append(Capability("triton", True, interp, tver, "interpreter mode (TRITON_INTERPRET=1), slow, "
-                               "for tests" if interp else "no GPU; set TRITON_INTERPRET=1 to run kernels slowly"))
+                               "for tests" if interp else "no GPU; set TRITON_INTERPRET=1 to run kernels "
+                               "slowly"))
     rows.append(_bitsandbytes(cuda))
     rows.append(_gpu_only("unsloth", "unsloth", "unsloth", "gpu", cuda,
                           "on CPU labkit trains (Q)LoRA with plain PEFT instead"))

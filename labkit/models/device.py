@@ -35,7 +35,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", f"'{device}' asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
+        raise ConfigError("device",
+                          f"'{device}' asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device", f"'{device}' asked for but MPS is not available; use 'auto' or 'cpu'")
     return dev

@@ -32,7 +32,8 @@ class ModelLoadError(LabkitError):
 
 
 def cache_root() -> pathlib.Path:
-    """Where labkit keeps converted models: $LABKIT_CACHE, else $XDG_CACHE_HOME/labkit, else ~/.cache/labkit."""
+    """Where labkit keeps converted models: $LABKIT_CACHE, else $XDG_CACHE_HOME/labkit,
+    else ~/.cache/labkit."""
     if os.environ.get("LABKIT_CACHE"):
         return pathlib.Path(os.environ["LABKIT_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"

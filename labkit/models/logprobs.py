@@ -31,12 +31,14 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def shift_for_next_token(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Align a causal LM's logits [B, T, V] with the tokens they predict: drop the last logit and the first label."""
+    """Align a causal LM's logits [B, T, V] with the tokens they predict:
+    drop the last logit and the first label."""
     return logits[:, :-1, :], labels[:, 1:]
 
 
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, *, average: bool = False) -> torch.Tensor:
-    """Sum (or mean, with average=True) of token log-probs over the unmasked positions. [B, T, V], [B, T] -> [B]."""
+    """Sum (or mean, with average=True) of token log-probs over the unmasked positions. [B, T, V], [B,
+    T] -> [B]."""
     lp = token_logprobs(logits, labels)                             # [B, T]
     total = lp.sum(-1)                                              # [B]
     if not average:
@@ -45,30 +47,41 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, *, average: bo
 
 
 @torch.inference_mode()
-def masked_logps(model, sequences: list[list[int]], masks: list[list[int]], *, pad_id: int,
-                 batch_size: int = 16) -> list[tuple[float, int]]:
-    """(summed log-prob, token count) of the tokens where mask is 1, for each token-id sequence under `model`.
+def masked_token_logps(model, sequences: list[list[int]], masks: list[list[int]], *, pad_id: int,
+                       batch_size: int = 16) -> list[torch.Tensor]:
+    """Per-token log-probs [n_i] of the tokens where mask is 1, for each token-id sequence under `model`.
 
     Sequences are sorted by length and right-padded in batches, so padding stays small; results come back in
-    input order. Used for preference scoring and KL estimates alike.
+    input order, as float32 on the CPU.
     """
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
+    out: list[torch.Tensor] = [torch.zeros(0)] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         width = max(len(sequences[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        labels = torch.full_like(ids, IGNORE_INDEX)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)            # [b, T]
+        attn = torch.zeros_like(ids)                                               # [b, T]
+        labels = torch.full_like(ids, IGNORE_INDEX)                                # [b, T]
         for row, i in enumerate(idx):
             seq = sequences[i]
             ids[row, :len(seq)] = torch.tensor(seq)
             attn[row, :len(seq)] = 1
             labels[row, :len(seq)] = torch.tensor([t if m else IGNORE_INDEX for t, m in zip(seq, masks[i])])
-        logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits  # [b, T, V]
+        # [b, T, V]
+        logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits
         logits, shifted = shift_for_next_token(logits, labels.to(model.device))
-        total = sequence_logprobs(logits, shifted)                                     # [b]
-        counts = (shifted != IGNORE_INDEX).sum(-1)                                      # [b]
+        lp = token_logprobs(logits, shifted).cpu()                                 # [b, T-1]
+        keep = (shifted != IGNORE_INDEX).cpu()                                     # [b, T-1]
         for row, i in enumerate(idx):
-            out[i] = (float(total[row]), int(counts[row]))
+            out[i] = lp[row][keep[row]]
     return out
+
+
+def masked_logps(model, sequences: list[list[int]], masks: list[list[int]], *, pad_id: int,
+                 batch_size: int = 16) -> list[tuple[float, int]]:
+    """(summed log-prob, token count) of the tokens where mask is 1, for each sequence (masked_token_logps).
+
+    Used for preference scoring and KL estimates alike.
+    """
+    per_token = masked_token_logps(model, sequences, masks, pad_id=pad_id, batch_size=batch_size)
+    return [(float(lp.sum()), int(lp.numel())) for lp in per_token]

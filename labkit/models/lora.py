@@ -1,4 +1,5 @@
-"""The LoRA merging lab: LoRA maths, merge/unmerge, adapter scaling, blending, side-by-side generation, merge checks.
+"""The LoRA merging lab: LoRA maths, merge/unmerge, adapter scaling, blending, side-by-side generation,
+merge checks.
 
 Everything here wraps PEFT (`PeftModel`, `LoraLayer`, `add_weighted_adapter`, `merge_and_unload`) and, for
 QLoRA bases, bitsandbytes `Linear4bit`. Three behaviours of those libraries shape the code:
@@ -46,9 +47,9 @@ MERGE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-
 LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # LoRA maths
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 def lora_params_for_shapes(shapes: Sequence[tuple[int, int]], r: int) -> int:
     """Trainable parameters of rank-r LoRA on linears of (in_features, out_features): Σ r·(in + out).
@@ -76,7 +77,8 @@ def load_adapters(base_model: nn.Module, adapters: dict[str, str | os.PathLike])
 
 
 def _is_4bit(module: nn.Module) -> bool:
-    return type(module).__name__ in ("Linear4bit", "LinearNF4", "LinearFP4") and hasattr(module, "quant_state")
+    return type(module).__name__ in ("Linear4bit", "LinearNF4", "LinearFP4") and hasattr(module,
+                                                                                         "quant_state")
 
 
 def _targeted_linears(model: nn.Module, target_modules: str | Sequence[str]) -> list[tuple[str, nn.Module]]:
@@ -105,7 +107,8 @@ def _targeted_linears(model: nn.Module, target_modules: str | Sequence[str]) -> 
 
 
 def _n_params(model: nn.Module) -> int:
-    """Logical parameter count without any LoRA adapter: a 4-bit weight counts in·out, not its packed storage."""
+    """Logical parameter count without any LoRA adapter: a 4-bit weight counts in·out,
+    not its packed storage."""
     total, seen = 0, set()
     for mname, mod in model.named_modules():
         if any(p.startswith("lora_") for p in mname.split(".")):
@@ -130,7 +133,8 @@ def lora_param_count(model: nn.Module, r: int, target_modules: str | Sequence[st
         raise ConfigError("target_modules", f"no linear layer in the model matches {target_modules!r}")
     trainable = lora_params_for_shapes([(m.in_features, m.out_features) for _, m in linears], r)
     total = _n_params(model)
-    return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total, "modules": len(linears)}
+    return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total,
+            "modules": len(linears)}
 
 
 _OPTIMIZER_BYTES = {"adamw": 8.0, "adamw_8bit": 2.0, "sgd": 0.0}
@@ -139,7 +143,8 @@ _OPTIMIZER_BYTES = {"adamw": 8.0, "adamw_8bit": 2.0, "sgd": 0.0}
 def memory_estimate(n_params: int, trainable: int, mode: str = "full", dtype_bytes: float = 2,
                     optimizer: str = "adamw", quantized_params: int | None = None,
                     double_quant: bool = True) -> dict[str, float]:
-    """Training memory in bytes for weights, gradients and optimizer states: {'weights', 'grads', 'optimizer', 'total'}.
+    """Training memory in bytes for weights, gradients and optimizer states: {'weights', 'grads', 'optimizer',
+    'total'}.
 
     Assumptions (activations, KV caches and framework overhead are left out — they depend on batch × length):
     - full: every one of `n_params` weights is trained, stored and differentiated in `dtype_bytes`
@@ -175,9 +180,9 @@ def memory_estimate(n_params: int, trainable: int, mode: str = "full", dtype_byt
             "total": float(weights + grads + opt)}
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # PEFT helpers
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 def _lora_layers(peft_model: nn.Module) -> list[nn.Module]:
     from peft.tuners.lora import LoraLayer
@@ -243,9 +248,9 @@ def _adapter_dtype(peft_model: nn.Module) -> torch.dtype | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # merge / unmerge
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 def _copy(model: nn.Module) -> nn.Module:
     """A deep copy that computes with its own weights.
@@ -264,9 +269,11 @@ def _copy(model: nn.Module) -> nn.Module:
 
 
 def _dequantized_merge(peft_model: nn.Module) -> nn.Module:
-    """A plain (no bnb, no PEFT) copy of a 4-bit PeftModel whose linears hold dequant(W) + Σ ΔW in full precision.
+    """A plain (no bnb, no PEFT) copy of a 4-bit PeftModel whose linears hold dequant(W)
+    + Σ ΔW in full precision.
 
-    This is the merge done right for QLoRA: nothing is re-quantised, so it matches base+adapter up to float error.
+    This is the merge done right for QLoRA: nothing is re-quantised,
+    so it matches base+adapter up to float error.
     """
     from bitsandbytes.functional import dequantize_4bit
 
@@ -309,7 +316,8 @@ def _dequantized_merge(peft_model: nn.Module) -> nn.Module:
 
 
 def _strip_quantization(model: nn.Module) -> None:
-    """Forget a bnb quantizer so save_pretrained writes plain weights and from_pretrained loads them as such."""
+    """Forget a bnb quantizer so save_pretrained writes plain weights and from_pretrained loads them as
+    such."""
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     for attr in ("is_quantized", "is_loaded_in_4bit", "is_loaded_in_8bit"):
@@ -321,7 +329,8 @@ def _strip_quantization(model: nn.Module) -> None:
 
 
 def merge(peft_model: Any, *, dequantize: bool = False) -> nn.Module:
-    """A merged copy of `peft_model`: a plain transformers model with W ← W + (alpha/r)·B·A for the active adapter.
+    """A merged copy of `peft_model`: a plain transformers model with W ← W + (alpha/r)·B·A for the active
+    adapter.
 
     The input is deep-copied first, so it stays a working PeftModel (adapters still switchable, scalable,
     trainable). On a 4-bit base, PEFT's merge re-quantises W + ΔW to NF4 (a lossy step, see
@@ -373,9 +382,9 @@ def merged(peft_model: Any) -> Iterator[Any]:
                     base.weight.data.copy_(w)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # scaling
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 def _base_scaling(layer: nn.Module, adapter: str) -> float:
     r, alpha = layer.r[adapter], layer.lora_alpha[adapter]
@@ -414,9 +423,9 @@ def adapter_scale(peft_model: Any, adapter: str | None = None) -> float:
     raise ConfigError("adapter", f"adapter {adapter!r} has no LoRA layer in the model")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # blending
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 def blend(peft_model: Any, adapters: Sequence[str], weights: Sequence[float], method: str = "linear",
           density: float = 0.5, name: str | None = None) -> str:
@@ -437,7 +446,8 @@ def blend(peft_model: Any, adapters: Sequence[str], weights: Sequence[float], me
     for a in adapters:
         _check_adapter(peft_model, a, "adapters")
     if len(weights) != len(adapters):
-        raise ConfigError("weights", f"got {len(weights)} weights for {len(adapters)} adapters; give one per adapter")
+        raise ConfigError("weights",
+                          f"got {len(weights)} weights for {len(adapters)} adapters; give one per adapter")
     if method in _DENSITY_METHODS and not 0.0 < density <= 1.0:
         raise ConfigError("density", f"must be in (0, 1] for {method}, got {density}")
     if method in _SAME_RANK_METHODS and len(adapters) > 1:
@@ -454,9 +464,9 @@ def blend(peft_model: Any, adapters: Sequence[str], weights: Sequence[float], me
     return name
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # side by side generation
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 def compare_adapters(model: Any, tok: Any, prompts: Sequence[str], adapters: Sequence[str | None],
                      max_new_tokens: int = 32, **generate_kwargs: Any) -> list[dict[str, str]]:
@@ -490,9 +500,9 @@ def compare_adapters(model: Any, tok: Any, prompts: Sequence[str], adapters: Seq
     return rows
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # merge safety check and export
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 @dataclass
 class MergeCheck:
@@ -511,7 +521,8 @@ class MergeCheck:
         return all(math.isfinite(d) and d <= self.threshold for d in diffs)
 
     def __str__(self) -> str:
-        head = f"merge check {'PASSED' if self.passed else 'FAILED'} ({self.dtype}, threshold {self.threshold:g}): "
+        head = (f"merge check {'PASSED' if self.passed else 'FAILED'} "
+                f"({self.dtype}, threshold {self.threshold:g}): ")
         parts = [head + f"unmerged vs merged max |Δlogit| = {self.max_logit_diff:.3g}"]
         if self.reload_diff is not None:
             parts.append(f"vs reloaded from safetensors = {self.reload_diff:.3g}")
@@ -531,7 +542,8 @@ def _logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         model.train(was_training)
 
 
-def merge_safety_check(peft_model: Any, input_ids: torch.Tensor, *, reload_dir: str | os.PathLike | None = None,
+def merge_safety_check(peft_model: Any, input_ids: torch.Tensor, *,
+                       reload_dir: str | os.PathLike | None = None,
                        threshold: float | None = None) -> MergeCheck:
     """Does merging change what the model computes? Compares logits of base+adapter (unmerged) with the merge.
 
@@ -558,7 +570,8 @@ def merge_safety_check(peft_model: Any, input_ids: torch.Tensor, *, reload_dir: 
     adapter_dtype = _adapter_dtype(peft_model)
     if MERGE_TOLERANCE.get(adapter_dtype, 0.0) > tol:
         # The unmerged reference computes B·A·x in the adapter's (lower) precision; the merge does not.
-        tol, name = MERGE_TOLERANCE[adapter_dtype], f"{name}, {str(adapter_dtype).removeprefix('torch.')} adapters"
+        tol, name = (MERGE_TOLERANCE[adapter_dtype],
+                     f"{name}, {str(adapter_dtype).removeprefix('torch.')} adapters")
     tol = threshold if threshold is not None else tol
     quant = is_quantized(peft_model)
     ref = _logits(peft_model, input_ids)  # [B, T, V]
@@ -580,7 +593,8 @@ def merge_safety_check(peft_model: Any, input_ids: torch.Tensor, *, reload_dir: 
 
 
 def _atomic_save(model: nn.Module, tokenizer: Any, out_dir: Path, *, overwrite: bool) -> Path:
-    """Save into a temporary sibling directory, then rename it into place; on failure nothing is left behind."""
+    """Save into a temporary sibling directory, then rename it into place;
+    on failure nothing is left behind."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError("out_dir", f"{out_dir} exists and is not a directory")
@@ -610,8 +624,10 @@ def _atomic_save(model: nn.Module, tokenizer: Any, out_dir: Path, *, overwrite: 
     return out_dir
 
 
-def export_merged(peft_model: Any, tokenizer: Any, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write the merged model (safetensors + config) and the tokenizer to `out_dir`, atomically; return the path.
+def export_merged(peft_model: Any, tokenizer: Any, out_dir: str | os.PathLike, *,
+                  overwrite: bool = False) -> Path:
+    """Write the merged model (safetensors + config) and the tokenizer to `out_dir`, atomically;
+    return the path.
 
     A 4-bit base is merged in full precision (dequant(W) + ΔW, no quantizer in the config), so the export
     loads anywhere with `AutoModelForCausalLM.from_pretrained(out_dir)` and carries no re-quantisation

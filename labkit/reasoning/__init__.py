@@ -1,4 +1,7 @@
-"""Reasoning data and loops: chain-of-thought rows, self-reflection traces, rejection-sampling fine-tuning."""
+"""Reasoning data: chain-of-thought rows, self-reflection traces and the rejection-sampling data builders.
+
+The rejection-sampling loop itself trains, so it is a stage: labkit.stages.rejection.train.
+"""
 
 from labkit.reasoning.cot import build_cot_rows, cot_reply, cot_steps, parse_expression, verify_steps
 from labkit.reasoning.reflection import (
@@ -8,7 +11,7 @@ from labkit.reasoning.reflection import (
     correction,
     reflection_reply,
 )
-from labkit.reasoning.rejection import heldout_eval, keep_verified, rejection_sampling, round_prompts
+from labkit.reasoning.rejection import keep_verified, round_prompts, sample_round
 
 __all__ = [
     "attempt_stats",
@@ -18,11 +21,10 @@ __all__ = [
     "correction",
     "cot_reply",
     "cot_steps",
-    "heldout_eval",
     "keep_verified",
     "parse_expression",
     "reflection_reply",
-    "rejection_sampling",
     "round_prompts",
+    "sample_round",
     "verify_steps",
 ]

@@ -84,8 +84,10 @@ def _add_steps(a: int, b: int) -> list[str]:
     return steps
 
 
-def parse_expression(expression: Any, *, source: str = "expression", row: int | None = None) -> tuple[int, str, int]:
-    """(a, op, b) from "40 + 14" (op normalised to + - *); DataError naming source, row and field otherwise."""
+def parse_expression(expression: Any, *, source: str = "expression",
+                     row: int | None = None) -> tuple[int, str, int]:
+    """(a, op, b) from "40 + 14" (op normalised to + - *); DataError naming source,
+    row and field otherwise."""
     found = EXPRESSION_RE.fullmatch(expression) if isinstance(expression, str) else None
     if found is None:
         raise DataError(source, row, "expression",
@@ -163,7 +165,8 @@ def build_cot_rows(rows: list[dict], *, source: str = "rows") -> list[dict]:
                                 "(data_samples/arithmetic_prompts.jsonl has all three)")
         a, op, b = parse_expression(row["expression"], source=source, row=i)
         if str(OPS[op](a, b)) != str(row["answer"]).strip():
-            raise DataError(source, i, "answer", f"{row['expression']} = {OPS[op](a, b)}, but the row's answer "
+            raise DataError(source, i, "answer",
+                            f"{row['expression']} = {OPS[op](a, b)}, but the row's answer "
                             f"is {row['answer']!r}; the expression and answer columns disagree")
         reply = cot_reply(f"{a} {op} {b}")
         new = {"messages": [*user_turn(row["prompt"]), {"role": "assistant", "content": reply}],

@@ -1,4 +1,5 @@
-"""Self-reflection traces: the model's own wrong attempt, a check computed by code, then a revised worked solution.
+"""Self-reflection traces: the model's own wrong attempt, a check computed by code,
+then a revised worked solution.
 
     attempts = collect_attempts(model, tok, rows, k=4, max_new_tokens=64, temperature=1.0, seed=0)
     attempt_stats(attempts)               # how many were right, wrong, had no number at all
@@ -22,7 +23,7 @@ on the very mistakes this model makes, rather than on invented ones. Two row sty
   is the check and revision (prompt-completion rows, so the loss is on the correction only).
 
 Correct attempts are not made into reflection rows (there is nothing to revise): `build_reflection_rows`
-drops them and `attempt_stats` counts them. Rejection sampling (labkit.reasoning.rejection) is the
+drops them and `attempt_stats` counts them. Rejection sampling (labkit.stages.rejection) is the
 method that trains on correct attempts.
 """
 
@@ -44,7 +45,8 @@ def _check_line(expression: str, answer: str, extracted: str | None, right: bool
     true = OPS[op](a, b)
     if str(true) != str(answer).strip():
         raise DataError("reflection_reply", None, "answer",
-                        f"{expression} = {true}, but the answer given is {answer!r}; pass the row's own answer")
+                        f"{expression} = {true}, but the answer given is {answer!r}; pass the row's own "
+                        "answer")
     if extracted is None:
         return "Check: the attempt gives no final number.", true
     if right:
@@ -133,7 +135,8 @@ def attempt_stats(attempts: Sequence[dict]) -> dict[str, int | float]:
             "accuracy": (n - len(wrong)) / n if n else 0.0}
 
 
-def build_reflection_rows(attempts: Sequence[dict], *, style: str = "trace", source: str = "attempts") -> list[dict]:
+def build_reflection_rows(attempts: Sequence[dict], *, style: str = "trace",
+                          source: str = "attempts") -> list[dict]:
     """SFT rows from the WRONG attempts only, one per distinct (prompt, attempt text).
 
     style="trace": conversational rows {"messages": [user, assistant reflection_reply], ...}.
@@ -150,7 +153,8 @@ def build_reflection_rows(attempts: Sequence[dict], *, style: str = "trace", sou
         if a["correct"]:
             continue
         if not a.get("expression"):
-            raise DataError(source, i, "expression", "missing; reflection needs the problem to compute the check "
+            raise DataError(source, i, "expression",
+                            "missing; reflection needs the problem to compute the check "
                             "(data_samples/arithmetic_prompts.jsonl has an expression column)")
         text = a["attempt"].strip()
         key = (prompt_key(a["prompt"]), text)
@@ -164,7 +168,8 @@ def build_reflection_rows(attempts: Sequence[dict], *, style: str = "trace", sou
         else:
             row = {"prompt": [*question, {"role": "assistant", "content": text},
                               {"role": "user", "content": CHECK_REQUEST}],
-                   "completion": [{"role": "assistant", "content": correction(text, a["expression"], a["answer"])}]}
+                   "completion": [{"role": "assistant",
+                                   "content": correction(text, a["expression"], a["answer"])}]}
         row.update(answer=str(a["answer"]), expression=a["expression"], extracted=a.get("extracted"))
         if "split" in a:
             row["split"] = a["split"]

@@ -1,4 +1,5 @@
-"""Rewards for RL: verifiable rewards in TRL's reward-function protocol, a reward playground, and pre-flight checks."""
+"""Rewards for RL: verifiable rewards in TRL's reward-function protocol, a reward playground,
+and pre-flight checks."""
 
 from labkit.rewards.preflight import (
     PreflightError,

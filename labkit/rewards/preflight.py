@@ -32,7 +32,8 @@ class PreflightError(LabkitError):
 
 
 def reward_name(fn: Any) -> str:
-    """The name TRL logs a reward function under (functools.partial unwrapped, else `__name__`, else the class)."""
+    """The name TRL logs a reward function under (functools.partial unwrapped, else `__name__`,
+    else the class)."""
     while hasattr(fn, "func") and hasattr(fn, "keywords"):  # functools.partial
         fn = fn.func
     return getattr(fn, "__name__", type(fn).__name__)
@@ -108,8 +109,8 @@ def check_prompts_templated(tokenizer: Any, prompts: Sequence[Any], source: str 
     if len(kinds) > 1:
         i = next(i for i, p in enumerate(prompts) if isinstance(p, str) != isinstance(prompts[0], str))
         raise PreflightError("prompt_template", f"{source} mixes plain strings and message lists (row 0 is a "
-                             f"{'string' if isinstance(prompts[0], str) else 'message list'}, row {i} is not); "
-                             "the trainer needs one kind: use message lists for every row")
+                             f"{'string' if isinstance(prompts[0], str) else 'message list'}, row {i} is "
+                             "not); the trainer needs one kind: use message lists for every row")
     if "messages" in kinds:
         require_chat_template(tokenizer, source)
         return
@@ -145,8 +146,10 @@ def check_reward_output(fn: Any, output: Any, n: int, source: str = "reward func
     where = f"reward function '{name}' (in {source})"
     if hasattr(output, "tolist") and hasattr(output, "ndim"):  # torch tensor or numpy array
         if output.ndim != 1:
-            raise PreflightError("reward_output", f"{where} returned a {output.ndim}-D {type(output).__name__} of "
-                                 f"shape {tuple(output.shape)}; expected a 1-D list of {n} rewards, one per completion")
+            raise PreflightError("reward_output",
+                                 f"{where} returned a {output.ndim}-D {type(output).__name__} of "
+                                 f"shape {tuple(output.shape)}; expected a 1-D list of {n} rewards, one per "
+                                 "completion")
         output = output.tolist()
     if not isinstance(output, (list, tuple)):
         raise PreflightError("reward_output", f"{where} returned {type(output).__name__} {output!r:.80}; "
@@ -161,14 +164,17 @@ def check_reward_output(fn: Any, output: Any, n: int, source: str = "reward func
             continue
         if isinstance(r, bool) or not isinstance(r, numbers.Real):
             hint = " (convert it with float(...))" if isinstance(r, (str, bool)) else ""
-            raise PreflightError("reward_output", f"{where} returned {type(r).__name__} {r!r:.40} at index {i}; "
+            raise PreflightError("reward_output",
+                                 f"{where} returned {type(r).__name__} {r!r:.40} at index {i}; "
                                  f"expected a list of {n} floats{hint}")
         if not math.isfinite(float(r)):
-            raise PreflightError("reward_output", f"{where} returned {float(r)} at index {i}; rewards must be "
+            raise PreflightError("reward_output",
+                                 f"{where} returned {float(r)} at index {i}; rewards must be "
                                  f"finite (return None for 'does not apply'), expected {n} finite floats")
         values.append(float(r))
     if n and all(v is None for v in values):
-        raise PreflightError("reward_output", f"{where} returned None for all {n} completions, so it gives no "
+        raise PreflightError("reward_output",
+                             f"{where} returned None for all {n} completions, so it gives no "
                              "reward at all; return a float where the reward applies")
     return values
 
@@ -198,17 +204,18 @@ def check_rollouts(completions_finished: Sequence[bool], rewards: Sequence[float
     if truncation_rate == 1.0:
         raise PreflightError(
             "truncation",
-            f"all {n} sampled completions hit max_completion_length={max_completion_length} before ending, so "
-            "every reward is computed on a cut-off answer (and a final `#### n` line never arrives). Raise "
-            "max_completion_length, or ask for shorter answers in the prompt (e.g. 'Reply with only the number').",
+            f"all {n} sampled completions hit max_completion_length={max_completion_length} before ending, "
+            "so every reward is computed on a cut-off answer (and a final `#### n` line never arrives). "
+            "Raise max_completion_length, or ask for shorter answers in the prompt (e.g. 'Reply with only "
+            "the number').",
         )
     if all(r == 0.0 for r in rewards):
         raise PreflightError(
             "reward_signal",
-            f"the total reward was 0 for all {n} probe completions, so the reward cannot teach anything: every "
-            "advantage is zero. Try the reward on hand-written answers with labkit.rewards.playground; check that "
-            "the expected format (e.g. '#### n') and the `answer` column match what the model writes; or add a "
-            "partial-credit reward such as 'format'.",
+            f"the total reward was 0 for all {n} probe completions, so the reward cannot teach anything: "
+            "every advantage is zero. Try the reward on hand-written answers with labkit.rewards.playground; "
+            "check that the expected format (e.g. '#### n') and the `answer` column match what the model "
+            "writes; or add a partial-credit reward such as 'format'.",
         )
     groups = [rewards[i:i + group_size] for i in range(0, n, group_size)]
     stds = [_std(g) for g in groups]
@@ -218,16 +225,16 @@ def check_rollouts(completions_finished: Sequence[bool], rewards: Sequence[float
         raise PreflightError(
             "reward_variance",
             f"every group of {group_size} completions got identical rewards, so GRPO/RLOO advantages (reward "
-            "minus the group's mean) are all zero and there is no gradient. Sample more generations per prompt, "
-            "raise the temperature, or use rewards that give partial credit (e.g. add 'format').",
+            "minus the group's mean) are all zero and there is no gradient. Sample more generations per "
+            "prompt, raise the temperature, or use rewards that give partial credit (e.g. add 'format').",
         )
     warnings = []
     if truncation_rate >= 0.5:
-        warnings.append(f"{truncation_rate:.0%} of completions were truncated at {max_completion_length} tokens; "
-                        "consider raising max_completion_length")
+        warnings.append(f"{truncation_rate:.0%} of completions were truncated at {max_completion_length} "
+                        "tokens; consider raising max_completion_length")
     if zero_fraction >= 0.5:
-        warnings.append(f"{zero_fraction:.0%} of groups have zero reward variance and give no gradient; consider "
-                        "more generations, a higher temperature or partial-credit rewards")
+        warnings.append(f"{zero_fraction:.0%} of groups have zero reward variance and give no gradient; "
+                        "consider more generations, a higher temperature or partial-credit rewards")
     mean = sum(rewards) / n
     return {
         "completions": n,
@@ -267,9 +274,10 @@ class PreflightReport:
                 for s in self.samples]
 
     def __str__(self) -> str:
-        means = ", ".join(f"{k}={v:.3f}" if v is not None else f"{k}=n/a" for k, v in self.reward_means.items())
-        lines = [f"RL pre-flight passed: truncated {self.truncation_rate:.0%}, reward mean {self.reward_mean:.3f} "
-                 f"({means}), zero-variance groups {self.zero_variance_groups:.0%}"]
+        means = ", ".join(f"{k}={v:.3f}" if v is not None else f"{k}=n/a"
+                          for k, v in self.reward_means.items())
+        lines = [f"RL pre-flight passed: truncated {self.truncation_rate:.0%}, reward mean "
+                 f"{self.reward_mean:.3f} ({means}), zero-variance groups {self.zero_variance_groups:.0%}"]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -317,7 +325,8 @@ def preflight(model: Any, tokenizer: Any, prompts: Sequence[Any], reward_funcs: 
     if not reward_funcs:
         raise PreflightError("reward_output", "no reward functions given; pass at least one")
     if len(weights) != len(reward_funcs):
-        raise PreflightError("reward_output", f"{len(weights)} reward weights for {len(reward_funcs)} functions")
+        raise PreflightError("reward_output",
+                             f"{len(weights)} reward weights for {len(reward_funcs)} functions")
 
     conversational = _is_messages(probe[0])
     g = num_generations
@@ -338,12 +347,14 @@ def preflight(model: Any, tokenizer: Any, prompts: Sequence[Any], reward_funcs: 
         except LabkitError:
             raise
         except Exception as exc:
-            raise PreflightError("reward_call", f"reward function '{name}' raised {type(exc).__name__}: {exc} "
+            raise PreflightError("reward_call",
+                                 f"reward function '{name}' raised {type(exc).__name__}: {exc} "
                                  f"(called with prompts, completions, completion_ids, trainer_state and the "
                                  f"columns {sorted(cols)})") from exc
         per_function[key] = check_reward_output(fn, out, n, source="preflight")
 
-    total = [sum(w * r[i] for w, r in zip(weights, per_function.values()) if r[i] is not None) for i in range(n)]
+    total = [sum(w * r[i] for w, r in zip(weights, per_function.values()) if r[i] is not None)
+             for i in range(n)]
     stats = check_rollouts([o.finished for o in gens], total, g, max_completion_length=max_completion_length)
 
     def _mean(values: list[float | None]) -> float | None:

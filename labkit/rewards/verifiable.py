@@ -1,4 +1,5 @@
-"""Verifiable rewards: answer extraction, correctness, format, length and repetition, in TRL's reward protocol.
+"""Verifiable rewards: answer extraction, correctness, format, length and repetition,
+in TRL's reward protocol.
 
 Every reward here has the signature TRL's `GRPOTrainer` / `RLOOTrainer` call with
 (`reward_funcs=[...]`):
@@ -45,7 +46,8 @@ FINAL_LINE_RE = re.compile(r"^####[ \t]*-?\d[\d,]*(?:\.\d+)?[ \t]*$")  # the who
 
 
 def completion_text(completion: Any) -> str:
-    """The assistant text of one completion: a string as is, or the content of a message list's assistant turns.
+    """The assistant text of one completion: a string as is, or the content of a message list's assistant
+    turns.
 
     TRL passes conversational completions as `[{"role": "assistant", "content": "..."}]`; content may also
     be a list of parts (`[{"type": "text", "text": "..."}]`) for multimodal processors.
@@ -59,8 +61,8 @@ def completion_text(completion: Any) -> str:
         return "\n".join(_content_text(m.get("content")) for m in turns)
     raise DataError(
         "completions", None, None,
-        f"a completion must be a string or a list of messages like [{{'role': 'assistant', 'content': ...}}], "
-        f"got {type(completion).__name__}: {completion!r:.80}",
+        "a completion must be a string or a list of messages like [{'role': 'assistant', 'content': "
+        f"...}}], got {type(completion).__name__}: {completion!r:.80}",
     )
 
 
@@ -70,7 +72,8 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+        return "".join(p.get("text", "")
+                       for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
     return str(content)
 
 
@@ -126,8 +129,8 @@ def _require_column(name: str, values: Any, n: int, fn: str) -> list:
     if values is None:
         raise DataError(
             "reward columns", None, name,
-            f"the '{fn}' reward needs a dataset column '{name}' (TRL passes every non-prompt column to reward "
-            f"functions); add it to the prompt rows or pass {name}=[...]",
+            f"the '{fn}' reward needs a dataset column '{name}' (TRL passes every non-prompt column to "
+            f"reward functions); add it to the prompt rows or pass {name}=[...]",
         )
     values = list(values)
     if len(values) != n:
@@ -137,7 +140,8 @@ def _require_column(name: str, values: Any, n: int, fn: str) -> list:
 
 def correctness(prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[str] | None = None,
                 **kwargs: Any) -> list[float]:
-    """1.0 when the completion's final number (extract_number) equals the row's `answer` numerically, else 0.0."""
+    """1.0 when the completion's final number (extract_number) equals the row's `answer` numerically,
+    else 0.0."""
     answers = _require_column("answer", answer, len(completions), "correctness")
     return [1.0 if numbers_equal(extract_number(completion_text(c)), a) else 0.0
             for c, a in zip(completions, answers)]
@@ -147,7 +151,8 @@ def exact_match(prompts: Sequence[Any], completions: Sequence[Any], answer: Sequ
                 **kwargs: Any) -> list[float]:
     """1.0 when the whole completion, stripped, is exactly the row's `answer`, stripped; else 0.0."""
     answers = _require_column("answer", answer, len(completions), "exact_match")
-    return [1.0 if completion_text(c).strip() == str(a).strip() else 0.0 for c, a in zip(completions, answers)]
+    return [1.0 if completion_text(c).strip() == str(a).strip() else 0.0
+            for c, a in zip(completions, answers)]
 
 
 def _format_score(text: str) -> float:
@@ -160,7 +165,8 @@ def _format_score(text: str) -> float:
 
 
 def format_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """1.0 when the reply ends on a line `#### <number>`, 0.5 when `#### n` or `\\boxed{n}` appears elsewhere, else 0.
+    """1.0 when the reply ends on a line `#### <number>`, 0.5 when `#### n` or `\\boxed{n}` appears elsewhere,
+    else 0.
 
     Logged by TRL as `rewards/format/...`: its `__name__` is "format" (the module keeps the `format_reward`
     name, and `__qualname__`, so the builtin is not shadowed and pickling still finds it).
@@ -206,7 +212,8 @@ def length_reward(max_tokens: int = 48) -> LengthPenalty:
 
 
 class RepetitionPenalty:
-    """Reward minus the share of word n-grams that repeat an earlier one: 0 for no repeats, near -1 for a loop.
+    """Reward minus the share of word n-grams that repeat an earlier one: 0 for no repeats,
+    near -1 for a loop.
 
     A class rather than a closure so TRL can pickle it; the instance's `__name__` is "repetition".
     """
@@ -249,7 +256,8 @@ REWARDS: dict[str, RewardFunc] = {
 
 
 def get_rewards(names: Sequence[str]) -> list[RewardFunc]:
-    """The registered reward functions for these names, in order; ConfigError('rewards') for an unknown one."""
+    """The registered reward functions for these names, in order; ConfigError('rewards')
+    for an unknown one."""
     if isinstance(names, str):
         names = [s.strip() for s in names.split(",") if s.strip()]
     unknown = [n for n in names if n not in REWARDS]
@@ -267,7 +275,8 @@ def score_completions(funcs: Sequence[RewardFunc], prompts: Sequence[Any], compl
     """
     if len(prompts) != len(completions):
         raise DataError("score_completions", None, "prompts",
-                        f"{len(prompts)} prompts for {len(completions)} completions; pass one prompt per completion")
+                        f"{len(prompts)} prompts for {len(completions)} completions; pass one prompt per "
+                        "completion")
     weights = [1.0] * len(funcs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(funcs):
         raise ConfigError("reward_weights", f"{len(weights)} weights for {len(funcs)} reward functions")
@@ -276,13 +285,15 @@ def score_completions(funcs: Sequence[RewardFunc], prompts: Sequence[Any], compl
     for fn, name in zip(funcs, reward_names(funcs)):
         out = fn(prompts=list(prompts), completions=list(completions), **columns)
         per_function[name] = check_reward_output(fn, out, n, source="score_completions")
-    total = [sum(w * r[i] for w, r in zip(weights, per_function.values()) if r[i] is not None) for i in range(n)]
+    total = [sum(w * r[i] for w, r in zip(weights, per_function.values()) if r[i] is not None)
+             for i in range(n)]
     return {"per_function": per_function, "total": [float(t) for t in total]}
 
 
 def playground(funcs: Sequence[RewardFunc], prompt: Any, answers: Sequence[Any], *,
                weights: Sequence[float] | None = None, **columns: Any) -> list[dict]:
-    """Score hand-written candidate replies to one prompt, to see what a reward pays for before training on it.
+    """Score hand-written candidate replies to one prompt, to see what a reward pays for before training on
+    it.
 
     `answers` are the candidate completions (strings or message lists). Column values such as answer="54"
     apply to every candidate (a list with one value per candidate is used as is). One row per candidate:
@@ -290,7 +301,8 @@ def playground(funcs: Sequence[RewardFunc], prompt: Any, answers: Sequence[Any],
     """
     answers = list(answers)
     n = len(answers)
-    cols = {k: list(v) if isinstance(v, (list, tuple)) and len(v) == n else [v] * n for k, v in columns.items()}
+    cols = {k: list(v) if isinstance(v, (list, tuple)) and len(v) == n else [v] * n
+            for k, v in columns.items()}
     scored = score_completions(funcs, [prompt] * n, answers, weights=weights, **cols)
     rows = []
     for i, completion in enumerate(answers):

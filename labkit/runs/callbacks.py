@@ -2,7 +2,9 @@
 
 A stage calls four hooks in order: ``on_start(info)`` once, ``on_step(step, metrics)`` and
 ``on_eval(step, metrics)`` as training goes, ``on_end(summary)`` once. A callback implements any
-subset of them; :class:`Callbacks` dispatches to whichever exist. Metrics reach callbacks as plain
+subset of them; :class:`Callbacks` dispatches to whichever exist. A callback that still has something
+to send when the run ends (a held-out eval's last point) implements ``finish(summary)``: every
+callback's ``finish`` runs before anyone's ``on_end``, so logs and dashboards see it before they close. Metrics reach callbacks as plain
 Python floats, whatever the stage computed them as (tensor, numpy scalar, int).
 """
 
@@ -18,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from labkit.errors import DataError
 
-HOOKS = ("on_start", "on_step", "on_eval", "on_end")
+HOOKS = ("on_start", "on_step", "on_eval", "finish", "on_end")
 
 
 class RunHandles:
@@ -115,6 +117,7 @@ class Callbacks:
         self._call("on_eval", int(step), scalar_metrics(metrics))
 
     def on_end(self, summary: dict) -> None:
+        self._call("finish", dict(summary))
         self._call("on_end", dict(summary))
 
 

@@ -1,5 +1,5 @@
 """What every training stage does the same way: find the data, split it, fill TRL's shared trainer args, and
-measure held-out metrics from inside a trainer's loop."""
+open the run's callbacks and metrics log."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pathlib
 from typing import Any
 
 from labkit.errors import ConfigError
-from labkit.runs.callbacks import Callbacks
+from labkit.runs.callbacks import Callbacks, JsonlLogger
 
 log = logging.getLogger(__name__)
 
@@ -50,33 +50,46 @@ def trainer_args(cfg, info: dict, out: pathlib.Path, *, quiet: bool) -> dict[str
     )
 
 
-class HeldOutProbe:
-    """A TrainerCallback that runs `measure(step)` every `every` steps and at the last step, and sends the
-    result to labkit callbacks as `heldout/…` evals; `latest` keeps (step, metrics, scores) of the last one.
+def run_callbacks(out: pathlib.Path, callbacks, *evals, append: bool = False) -> tuple[Callbacks, pathlib.Path]:
+    """The run's callbacks: the JSONL metrics log at out/metrics.jsonl, the caller's callbacks, then `evals`
+    (PeriodicEvals: last, so a step is logged before the eval it triggers). Creates `out`; returns (callbacks,
+    log path)."""
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "metrics.jsonl"
+    return Callbacks([JsonlLogger(log_path, append=append), *Callbacks(callbacks), *evals]), log_path
 
-    Built lazily (`__new__` returns the transformers subclass) so importing this module does not import
-    transformers.
-    """
 
-    def __new__(cls, every: int, measure, before: dict[str, float], callbacks: Callbacks):
-        from transformers import TrainerCallback
+def shows_progress(callbacks: Callbacks) -> bool:
+    """Whether a caller's callback (a dashboard, a printer) is attached: it shows the run's progress, so the
+    trainer's own bar stays off. The metrics log and held-out evals show nothing."""
+    from labkit.metrics.periodic import PeriodicEval
 
-        class _Probe(TrainerCallback):
-            latest: tuple = (None, {}, [])
+    return any(not isinstance(getattr(cb, "callback", cb), (JsonlLogger, PeriodicEval)) for cb in callbacks)
 
-            def on_train_begin(self, args, state, control, **kwargs):
-                if before:  # the step-0 point of every held-out curve (after the dashboard has reset)
-                    callbacks.on_eval(0, {f"heldout/{k}": v for k, v in before.items()})
 
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                step = state.global_step
-                if not before or not (every and step % every == 0 or step == state.max_steps):
-                    return
-                training = model.training
-                model.eval()
-                metrics, scores = measure(step)
-                model.train(training)
-                self.latest = (step, metrics, scores)
-                callbacks.on_eval(step, {f"heldout/{k}": v for k, v in metrics.items()})
+def load_pairs(cfg, tok, config: str) -> tuple[list[dict], list[dict]]:
+    """(train pairs, held-out pairs) of cfg.data, validated as preference rows before any model loads;
+    held-out pairs are cut to cfg.n_eval."""
+    from labkit.data.io import load_rows
+    from labkit.data.types import Kind
 
-        return _Probe()
+    path = data_path(cfg.data)
+    rows = load_rows(path, kind=Kind.PREFERENCE, tokenizer=tok, max_length=cfg.max_length)
+    if getattr(cfg, "kinds", ""):
+        rows = keep_kinds(rows, cfg.kinds, str(path), config)
+    train_rows, eval_rows = split_rows(rows, cfg.train_split, cfg.eval_split, str(path), config)
+    return train_rows, eval_rows[: cfg.n_eval]
+
+
+def keep_kinds(rows, kinds: str, source: str, config: str) -> list[dict]:
+    """The rows whose `source_kind` is one of the comma-separated `kinds` (all rows when kinds is empty)."""
+    rows = [dict(r) for r in rows]
+    wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not wanted:
+        return rows
+    present = {r.get("source_kind") for r in rows}
+    missing = [k for k in wanted if k not in present]
+    if missing:
+        raise ConfigError("kinds", f"{source} has no rows with source_kind {', '.join(missing)}; "
+                          f"it has: {', '.join(sorted(map(str, present)))}", config=config)
+    return [r for r in rows if r.get("source_kind") in wanted]

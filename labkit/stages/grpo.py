@@ -13,7 +13,8 @@ run with a message if the prompts are untemplated, a reward function returns the
 truncated, or the rewards cannot produce a gradient (never non-zero, or equal within every group).
 
 RLOO (labkit.stages.rloo) runs through the same `train_with`; only TRL's trainer and its config differ.
-Sections: 1 setup · 2 data · 3 model · 4 pre-flight · 5 baseline eval · 6 trainer · 7 eval · 8 save.
+Sections: 1 setup · 2 data · 3 model · 4 pre-flight · 5 baseline eval · 6 trainer · 7 eval · 8 save
+(4-5 and 7 are shared with PPO: labkit.stages.rl_common.start_run / finish_run).
 """
 
 from __future__ import annotations
@@ -24,35 +25,42 @@ from typing import Any
 
 from labkit.config import RLConfig
 from labkit.quiet import quiet_progress
-from labkit.runs.callbacks import Callbacks, JsonlLogger
+from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import HeldOutProbe, trainer_args
-from labkit.stages.rl_common import (
-    AccuracyCurve,
-    RolloutLog,
-    before_after_samples,
-    build_rewards,
-    load_prompt_rows,
-    preflight_summary,
-    run_preflight,
-    time_budget,
-)
+from labkit.stages.common import shows_progress, trainer_args
+from labkit.stages.rl_common import build_rewards, finish_run, load_prompt_rows, start_run, time_budget
 
 
 def train(cfg: RLConfig, callbacks=(), reward_funcs=None) -> RunResult:
-    """GRPO with cfg.loss_type (grpo | dr_grpo | dapo) on a LoRA policy.
+    """GRPO with cfg.loss_type (grpo | dr_grpo | dapo | bnpo) on a LoRA policy, on TRL's GRPOTrainer.
 
-    reward_funcs: your own functions in TRL's protocol `fn(prompts, completions, **columns) -> list[float]`,
-    used instead of the names in cfg.rewards (cfg.reward_weights then weighs them).
+    Args:
+        cfg: an RLConfig (`RLConfig.from_preset("cpu")`): prompts with answers, reward names and weights,
+            group size, lengths, β, budget (max_steps and max_seconds).
+        callbacks: labkit callbacks (a LiveDashboard(RL_PANELS)…) that receive every step and eval.
+        reward_funcs: your own functions in TRL's protocol `fn(prompts, completions, **columns) -> list[float]`,
+            used instead of the names in cfg.rewards (cfg.reward_weights then weighs them).
+    Returns:
+        a RunResult whose metrics hold held-out greedy accuracy `before` / `after`, the `curve` of accuracy
+        against training seconds, the pre-flight summary, steps and losses; `samples` holds the held-out
+        replies before and after; rollouts are logged to cfg.output_dir/rollouts.jsonl.
+    Raises:
+        PreflightError before the first step when the run cannot learn (untemplated prompts, a reward of the
+        wrong shape, everything truncated, no reward signal); DataError / ConfigError for bad input.
+
+    Example:
+        result = train(RLConfig.from_preset("cpu-smoke"))
+        result.metrics["before"]["accuracy"], result.metrics["after"]["accuracy"]
     """
     return train_with("grpo", cfg, callbacks, reward_funcs)
 
 
 def train_with(algorithm: str, cfg: RLConfig, callbacks=(), reward_funcs=None) -> RunResult:
-    """The TRL-backed RL loop for `algorithm` ("grpo" or "rloo")."""
+    """The TRL-backed RL loop for `algorithm` ("grpo" or "rloo"); see `train` for the arguments."""
     from transformers import set_seed
 
+    from labkit.metrics.periodic import Stopwatch
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
     from labkit.rewards import reward_names
@@ -77,49 +85,28 @@ def train_with(algorithm: str, cfg: RLConfig, callbacks=(), reward_funcs=None) -
         cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
         device=cfg.device, seed=cfg.seed)
 
-    # 4. pre-flight: a probe batch sampled and scored before any step ------------------------------
-    report = run_preflight(cfg, model, tok, train_rows, funcs) if cfg.preflight else None
-
-    # 5. baseline eval ----------------------------------------------------------------------------
-    measure = AccuracyCurve(model, tok, eval_rows, cfg.eval_max_new_tokens)
-    before, before_samples = measure(0)
-    print(f"{algorithm.upper()} on {len(train_rows)} prompts × {cfg.num_generations} completions, rewards "
-          f"{', '.join(cfg.reward_names)}; LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable; held-out "
-          f"accuracy before: {before.get('accuracy', float('nan')):.0%}", flush=True)
+    # 4-5. pre-flight (a probe batch sampled and scored before any step) and the baseline eval ---------
+    run = start_run(algorithm, cfg, model, tok, info, train_rows, eval_rows, funcs, out, callbacks,
+                    advantage=_advantage(algorithm, cfg))
 
     # 6. trainer ----------------------------------------------------------------------------------
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "metrics.jsonl"
-    cbs = Callbacks([JsonlLogger(log_path), *Callbacks(callbacks)])
-    rollouts = RolloutLog(funcs, cfg.weights, cfg.num_generations,
-                          out / "rollouts.jsonl" if cfg.log_rollouts else None,
-                          max_completion_length=cfg.max_completion_length, advantage=_advantage(algorithm, cfg))
-    probe = HeldOutProbe(cfg.eval_every if eval_rows else 0, measure, before, cbs)
-    trainer = build_trainer(algorithm, cfg, model, tok, info, train_rows, rollouts.funcs, cbs, out,
-                            [probe, time_budget(deadline)])
-    clock = measure.start()
+    trainer = build_trainer(algorithm, cfg, model, tok, info, train_rows, run.rollouts.funcs, run.callbacks, out,
+                            [time_budget(deadline)])
+    clock = Stopwatch()
+    if run.heldout:
+        run.heldout.clock = clock
     output = trainer.train()
-    train_seconds, wall_seconds = clock.training, clock.wall
 
-    # 7. eval: the probe measured the last step already ----------------------------------------------
-    after, after_samples = {}, []
-    if eval_rows:
-        step, after, after_samples = probe.latest if probe.latest[0] == output.global_step else \
-            (None, *measure(output.global_step))
-
-    # 8. save ---------------------------------------------------------------------------------------
+    # 7-8. eval (the held-out eval measured the last step when training ended) and save ----------------
     save_dir = out / "adapter"
     model.save_pretrained(str(save_dir))
     tok.save_pretrained(str(save_dir))
-    if after:  # KL to the reference as the trainer last logged it (absent when beta = 0)
-        after["kl"] = next((e["kl"] for e in reversed(trainer.state.log_history) if "kl" in e), None)
-    samples = before_after_samples(before_samples, after_samples)
-    metrics = {"algorithm": algorithm, "loss_type": cfg.loss_type if algorithm == "grpo" else algorithm,
-               "before": before, "after": after, "curve": measure.points, "steps": output.global_step,
-               "train_seconds": train_seconds, "wall_seconds": wall_seconds, "train_loss": output.training_loss,
-               "prompts": len(train_rows), "rewards": cfg.reward_names,
-               "preflight": preflight_summary(report), **info}
-    result = RunResult(algorithm, out, metrics, cfg.to_dict(), log_path=log_path, adapter_dir=save_dir,
+    metrics, samples = finish_run(run, algorithm, cfg, info, steps=output.global_step,
+                                  train_loss=output.training_loss, prompts=len(train_rows), clock=clock,
+                                  loss_type=cfg.loss_type if algorithm == "grpo" else algorithm)
+    if metrics["after"]:  # KL to the reference as the trainer last logged it (absent when beta = 0)
+        metrics["after"]["kl"] = next((e["kl"] for e in reversed(trainer.state.log_history) if "kl" in e), None)
+    result = RunResult(algorithm, out, metrics, cfg.to_dict(), log_path=run.log_path, adapter_dir=save_dir,
                        model=model, tokenizer=tok, samples=samples)
     result.save()
     return result
@@ -159,7 +146,7 @@ def build_trainer(algorithm: str, cfg: RLConfig, model, tok, info: dict, train_r
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    args = trainer_config(algorithm, cfg, info, out, quiet=len(callbacks) > 1)
+    args = trainer_config(algorithm, cfg, info, out, quiet=shows_progress(callbacks))
     dataset = Dataset.from_list(train_rows)
     kwargs = {"model": model, "args": args, "processing_class": tok, "reward_funcs": list(reward_funcs),
               "train_dataset": dataset, "callbacks": [TrainerCallbackAdapter(callbacks), *extra_callbacks]}

@@ -49,24 +49,32 @@ import torch
 
 from labkit.config import RLConfig
 from labkit.errors import ConfigError
-from labkit.losses.kl import kl_k1
-from labkit.runs.callbacks import Callbacks, JsonlLogger, RunHandles
+from labkit.losses.kl import kl_k1, kl_k3
+from labkit.metrics.periodic import Stopwatch
+from labkit.runs.callbacks import RunHandles
 from labkit.runs.result import RunResult
-from labkit.stages.rl_common import (
-    AccuracyCurve,
-    RolloutLog,
-    before_after_samples,
-    build_rewards,
-    load_prompt_rows,
-    preflight_summary,
-    run_preflight,
-)
+from labkit.stages.common import shows_progress
+from labkit.stages.rl_common import build_rewards, finish_run, load_prompt_rows, start_run
 
 Tensor = torch.Tensor
 
 
 def train(cfg: RLConfig, callbacks=()) -> RunResult:
-    """PPO with a value head on a LoRA policy; the reference is the policy with its adapter off."""
+    """PPO with a value head on a LoRA policy; the reference is the policy with its adapter off.
+
+    Args:
+        cfg: an RLConfig; PPO reads ppo_epochs, vf_coef, gamma, lam, beta and (for an adaptive KL penalty)
+            kl_target / kl_horizon beside the fields every RL stage uses.
+        callbacks: labkit callbacks (a LiveDashboard(RL_PANELS)…) that receive every step and eval.
+    Returns:
+        a RunResult like labkit.stages.grpo.train's, plus the final `kl_coef` and the value head's path.
+    Raises:
+        PreflightError before the first step when the run cannot learn; ConfigError for bad settings.
+
+    Example:
+        result = train(RLConfig.from_preset("cpu-smoke"))
+        result.metrics["after"]["accuracy"], result.metrics["kl_coef"]
+    """
     from transformers import get_scheduler, set_seed
 
     from labkit.losses.advantages import gae, whiten
@@ -99,23 +107,12 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if info["compute_dtype"] == "bfloat16" \
         else contextlib.nullcontext
 
-    # 4. pre-flight: a probe batch sampled and scored before any step ------------------------------
-    report = run_preflight(cfg, model, tok, train_rows, funcs) if cfg.preflight else None
-
-    # 5. baseline eval ----------------------------------------------------------------------------
-    measure = AccuracyCurve(model, tok, eval_rows, cfg.eval_max_new_tokens)
-    before, before_samples = measure(0)
-    print(f"PPO on {len(train_rows)} prompts × {cfg.num_generations} completions, rewards "
-          f"{', '.join(cfg.reward_names)}; LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable + value head; "
-          f"held-out accuracy before: {before.get('accuracy', float('nan')):.0%}", flush=True)
+    # 4-5. pre-flight (a probe batch sampled and scored before any step) and the baseline eval ---------
+    run = start_run("ppo", cfg, model, tok, info, train_rows, eval_rows, funcs, out, callbacks,
+                    model_note=" + value head")
+    cbs, rollouts = run.callbacks, run.rollouts
 
     # 6. loop -------------------------------------------------------------------------------------
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "metrics.jsonl"
-    cbs = Callbacks([JsonlLogger(log_path), *Callbacks(callbacks)])
-    rollouts = RolloutLog(funcs, cfg.weights, cfg.num_generations,
-                          out / "rollouts.jsonl" if cfg.log_rollouts else None,
-                          max_completion_length=cfg.max_completion_length)
     trainable = [p for p in net.parameters() if p.requires_grad]  # LoRA A/B and the value head
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
     updates = cfg.max_steps * cfg.ppo_epochs  # one optimizer step per PPO epoch (the batch is one minibatch)
@@ -127,11 +124,11 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     cbs.on_start({"max_steps": cfg.max_steps, "algorithm": "ppo", "output_dir": str(out),
                   "train_batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
                   "handles": RunHandles(model, tok, cbs)})
-    if before:
-        cbs.on_eval(0, {f"heldout/{k}": v for k, v in before.items()})
     last_step: dict[str, float] = {}
     losses: list[float] = []
-    clock = measure.start()
+    clock = Stopwatch()
+    if run.heldout:
+        run.heldout.clock = clock
     step = 0
     for step in range(1, cfg.max_steps + 1):
         # 6a. rollouts: G sampled completions per prompt, scored by the reward functions ----------------
@@ -177,8 +174,10 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
                                 "grad_norm": float(grad_norm), **pg_stats, **v_stats})
 
         # 6e. the KL controller and the logs -------------------------------------------------------
-        kl_per_completion = float(torch.where(mask.bool(), kl, 0.0).sum(-1).mean())  # nats per completion
+        kl_per_completion = float(kl.sum(-1).mean())                       # k1, nats per completion
         kl_ctl.update(kl_per_completion, 1)
+        # What the dashboard shows: k3, which is never negative (k1's batch mean can be; it is logged too).
+        kl_shown = torch.where(mask.bool(), kl_k3(old_logp, ref_logp), 0.0)   # [B, C]
         # The rollout log's one number per completion: its whitened advantages averaged over its tokens.
         seq_adv = masked_mean(advantages, mask, dim=-1)                      # [B]
         rollouts.record(step, roll.prompts, roll.completions, roll.per_fn, tokens=[len(c) for c in roll.completion_ids],
@@ -187,7 +186,8 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
         metrics = {k: sum(s[k] for s in epoch_stats) / len(epoch_stats) for k in epoch_stats[0]}
         metrics.update(reward_stats(roll.scores, roll.per_fn, cfg.num_generations))
         metrics.update({
-            "kl": float(masked_mean(kl, mask)), "kl_per_completion": kl_per_completion, "kl_coef": kl_coef,
+            "kl": float(masked_mean(kl_shown, mask)), "kl_per_completion": float(kl_shown.sum(-1).mean()),
+            "kl_k1_per_completion": kl_per_completion, "kl_coef": kl_coef,
             "entropy": float(masked_mean(entropy, mask)),
             "completions/mean_length": float(mask.sum(-1).float().mean()),
             "completions/clipped_ratio": sum(not f for f in roll.finished) / len(roll.finished),
@@ -195,29 +195,21 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
         losses.append(metrics["loss"])
         last_step = metrics
         cbs.on_step(step, metrics)
-        if len(cbs) == 1:  # no dashboard attached: a line per step
+        if not shows_progress(cbs):  # no dashboard attached: a line per step
             print(f"step {step}/{cfg.max_steps}: reward {metrics['reward']:.3f}, kl {metrics['kl']:.4f}, "
                   f"loss {metrics['loss']:.4f}, value loss {metrics['value_loss']:.4f}, "
                   f"{clock.training:.0f}s", flush=True)
 
-        # 6f. held-out greedy accuracy every cfg.eval_every steps (the last step's is section 7's) ---------
-        out_of_time = deadline is not None and time.perf_counter() >= deadline
-        if out_of_time or step == cfg.max_steps:
+        # 6f. the wall-clock budget (the held-out eval, a callback, ran in on_step when it was due) -------
+        if deadline is not None and time.perf_counter() >= deadline:
             break
-        if eval_rows and cfg.eval_every and step % cfg.eval_every == 0:
-            probe, _ = measure(step)
-            cbs.on_eval(step, {f"heldout/{k}": v for k, v in probe.items()})
 
-    # 7. eval -------------------------------------------------------------------------------------
-    after, after_samples = measure(step)
-    if after:
-        cbs.on_eval(step, {f"heldout/{k}": v for k, v in after.items()})
-        after["kl"] = last_step.get("kl_per_completion")  # nats per completion, as GRPO's trainer reports it
-    train_seconds, wall_seconds = clock.training, clock.wall
+    # 7. eval: the held-out eval's last point (a no-op when it measured this step already) --------------
+    last_eval = run.heldout.run(step) or run.heldout.latest[1] if run.heldout else {}
     train_loss = sum(losses) / len(losses)
-    cbs.on_end({"global_step": step, "train_loss": train_loss, "train_runtime": train_seconds,
+    cbs.on_end({"global_step": step, "train_loss": train_loss, "train_runtime": clock.training,
                 "kl_coef": kl_ctl.value, "last_step": dict(last_step),
-                "last_eval": {f"heldout/{k}": v for k, v in after.items()}})
+                "last_eval": {f"heldout/{k}": v for k, v in last_eval.items()}})
 
     # 8. save ---------------------------------------------------------------------------------------
     save_dir = out / "adapter"
@@ -225,13 +217,11 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     tok.save_pretrained(str(save_dir))
     value_path = out / "value_head.pt"
     torch.save(net.value_head.state_dict(), value_path)
-    samples = before_after_samples(before_samples, after_samples)
-    metrics = {"algorithm": "ppo", "loss_type": "ppo", "before": before, "after": after, "curve": measure.points,
-               "steps": step, "train_seconds": train_seconds, "wall_seconds": wall_seconds,
-               "train_loss": train_loss, "prompts": len(train_rows), "rewards": cfg.reward_names,
-               "preflight": preflight_summary(report), "kl_coef": kl_ctl.value, "value_head": str(value_path),
-               **info}
-    result = RunResult("ppo", out, metrics, cfg.to_dict(), log_path=log_path, adapter_dir=save_dir,
+    metrics, samples = finish_run(run, "ppo", cfg, info, steps=step, train_loss=train_loss, prompts=len(train_rows),
+                                  clock=clock, loss_type="ppo", kl_coef=kl_ctl.value, value_head=str(value_path))
+    if metrics["after"]:
+        metrics["after"]["kl"] = last_step.get("kl_per_completion")  # nats per completion, as GRPO reports it
+    result = RunResult("ppo", out, metrics, cfg.to_dict(), log_path=run.log_path, adapter_dir=save_dir,
                        model=model, tokenizer=tok, samples=samples)
     result.save()
     return result
@@ -317,7 +307,7 @@ class PolicyWithValue(torch.nn.Module):
 
     def reference(self):
         """Context manager giving π_ref: the policy network with its LoRA adapter switched off."""
-        from labkit.eval.kl import as_reference
+        from labkit.metrics.kl import as_reference
 
         return as_reference(self.policy)
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from labkit.config import PreferenceConfig
 from labkit.quiet import quiet_progress
-from labkit.runs.callbacks import Callbacks, JsonlLogger
+from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import HeldOutProbe, data_path, split_rows, trainer_args
+from labkit.stages.common import load_pairs, run_callbacks, shows_progress, trainer_args
 
 # Which TRL trainer and loss each method runs on, and what it optimises (shown in notebooks and reports).
 METHODS: dict[str, dict[str, str]] = {
@@ -45,12 +45,28 @@ METHODS: dict[str, dict[str, str]] = {
 
 
 def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
+    """Train a LoRA adapter with the preference method cfg.method on preference pairs.
+
+    Args:
+        cfg: a PreferenceConfig (`PreferenceConfig.from_preset("cpu", method="ipo")`); cfg.method is one of
+            METHODS (dpo, ipo, hinge, robust, simpo, orpo, kto).
+        callbacks: labkit callbacks (a LiveDashboard, an InTrainingEval…) that receive every step and eval.
+    Returns:
+        a RunResult whose metrics hold `before` and `after` (held-out preference accuracy, implicit-reward
+        accuracy and KL to the reference: k3, never negative), train loss and steps; `samples` holds each
+        held-out pair's margin before and after; the adapter is saved under cfg.output_dir/adapter.
+    Raises:
+        DataError / ConfigError naming the file, row and field, before any model is loaded.
+
+    Example:
+        result = train(PreferenceConfig.from_preset("cpu-smoke", method="dpo"))
+        result.metrics["after"]["preference_accuracy"], result.metrics["after"]["kl"]
+    """
     from transformers import set_seed
 
-    from labkit.data.io import load_rows
-    from labkit.data.types import Kind
-    from labkit.eval.kl import sampled_kl
-    from labkit.eval.preference import implicit_reward_accuracy, pair_logps, preference_accuracy
+    from labkit.metrics.kl import sampled_kl
+    from labkit.metrics.periodic import PeriodicEval
+    from labkit.metrics.preference import implicit_reward_accuracy, pair_logps, preference_accuracy
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
 
@@ -60,26 +76,23 @@ def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
 
     # 2. data: validated (fields, identical pairs, template, lengths) before a model is loaded ------
     tok = load_tokenizer(cfg.model)
-    path = data_path(cfg.data)
-    rows = load_rows(path, kind=Kind.PREFERENCE, tokenizer=tok, max_length=cfg.max_length)
-    rows = _keep_kinds(rows, cfg.kinds, str(path))
-    train_rows, eval_rows = split_rows(rows, cfg.train_split, cfg.eval_split, str(path), "PreferenceConfig")
-    eval_rows = eval_rows[: cfg.n_eval]
+    train_rows, eval_rows = load_pairs(cfg, tok, "PreferenceConfig")
     kl_prompts = [r["prompt"] for r in eval_rows[: cfg.kl_prompts]]
 
     # 3. model ------------------------------------------------------------------------------------
     model, tok, info = adapters.load_for_training(
         cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
         device=cfg.device, max_length=cfg.max_length, seed=cfg.seed)
-    print(f"{cfg.method.upper()} via {METHODS[cfg.method]['trainer']} on {len(train_rows)} pairs; LoRA r={cfg.lora_r}, "
-          f"{info['trainable_params']:,} trainable; reference = the base with the adapter off", flush=True)
+    print(f"{cfg.method.upper()} via {METHODS[cfg.method]['trainer']} on {len(train_rows)} pairs; "
+          f"LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable; reference = the base with the "
+          f"adapter off", flush=True)
 
     # 4. baseline eval: at step 0 the policy *is* the reference ------------------------------------
     model.eval()
     reference = pair_logps(model, tok, eval_rows) if eval_rows else []
     before = {**_accuracy_metrics(preference_accuracy(reference)), "kl": 0.0} if eval_rows else {}
 
-    def measure(step: int) -> tuple[dict[str, float], list[dict]]:
+    def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
         """Held-out accuracy (vs the reference's scores) and sampled KL of the model as it is now."""
         scores = pair_logps(model, tok, eval_rows)
         metrics = _accuracy_metrics(preference_accuracy(scores))
@@ -90,20 +103,19 @@ def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
         return metrics, scores
 
     # 5. trainer ------------------------------------------------------------------------------------
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "metrics.jsonl"
-    cbs = Callbacks([JsonlLogger(log_path), *Callbacks(callbacks)])
-    probe = HeldOutProbe(cfg.eval_every if eval_rows else 0, measure, before, cbs)
-    trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out, extra_callbacks=[probe])
+    heldout = [PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok)] \
+        if eval_rows else []
+    cbs, log_path = run_callbacks(out, callbacks, *heldout)
+    trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out)
     start = time.perf_counter()
     output = trainer.train()
     train_seconds = time.perf_counter() - start
 
-    # 6. eval: the probe measured the last step already -----------------------------------------------
+    # 6. eval: the held-out eval measured the last step when training ended --------------------------
     model.eval()
     after, per_pair = {}, []
-    if eval_rows:
-        step, after, scores = probe.latest if probe.latest[0] == output.global_step else (None, *measure(-1))
+    if heldout:
+        _, after, scores = heldout[0].latest
         per_pair = [{"prompt": r["prompt"][-1]["content"], "kind": s["kind"],
                      "margin_before": ref["chosen"] - ref["rejected"], "margin_after": s["chosen"] - s["rejected"]}
                     for r, s, ref in zip(eval_rows, scores, reference)]
@@ -121,21 +133,6 @@ def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
     return result
 
 
-def _keep_kinds(rows, kinds: str, source: str) -> list[dict]:
-    rows = [dict(r) for r in rows]
-    wanted = [k.strip() for k in kinds.split(",") if k.strip()]
-    if not wanted:
-        return rows
-    present = {r.get("source_kind") for r in rows}
-    missing = [k for k in wanted if k not in present]
-    if missing:
-        from labkit.errors import ConfigError
-
-        raise ConfigError("kinds", f"{source} has no rows with source_kind {', '.join(missing)}; "
-                          f"it has: {', '.join(sorted(map(str, present)))}", config="PreferenceConfig")
-    return [r for r in rows if r.get("source_kind") in wanted]
-
-
 def _accuracy_metrics(acc: dict) -> dict[str, float]:
     flat = {"preference_accuracy": acc["accuracy"], "preference_accuracy_avg": acc["accuracy_avg"]}
     flat.update({f"accuracy/{k}": v for k, v in acc["by_kind"].items()})
@@ -143,7 +140,8 @@ def _accuracy_metrics(acc: dict) -> dict[str, float]:
 
 
 def _kl(est: dict) -> dict[str, float]:
-    return {"kl": est["kl"], "kl_per_token": est["kl_per_token"]}
+    """The KL numbers a preference run reports: k3 (never negative) per completion and per token, and k1."""
+    return {"kl": est["kl"], "kl_per_token": est["kl_per_token"], "kl_k1": est["kl_k1"]}
 
 
 def precompute_pays(cfg: PreferenceConfig, n_train: int) -> bool:
@@ -182,15 +180,15 @@ def trainer_config(cfg: PreferenceConfig, info: dict, out: pathlib.Path, *, quie
 
 
 def build_trainer(cfg: PreferenceConfig, model, tok, info: dict, train_rows: list[dict], callbacks: Callbacks,
-                  out: pathlib.Path, extra_callbacks=()):
+                  out: pathlib.Path):
     """TRL's trainer for cfg.method on the training pairs (unpaired for KTO)."""
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    args = trainer_config(cfg, info, out, quiet=len(callbacks) > 1, n_train=len(train_rows))
+    args = trainer_config(cfg, info, out, quiet=shows_progress(callbacks), n_train=len(train_rows))
     pairs = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train_rows])
     kwargs = {"model": model, "args": args, "processing_class": tok,
-              "callbacks": [TrainerCallbackAdapter(callbacks), *extra_callbacks]}
+              "callbacks": [TrainerCallbackAdapter(callbacks)]}
     with quiet_progress():
         if cfg.method in ("dpo", "ipo", "hinge", "robust"):
             from trl import DPOTrainer

@@ -13,28 +13,49 @@ Sections: 1 setup · 2 data · 3 model · 4 baseline eval · 5 trainer · 6 eval
 
 from __future__ import annotations
 
-import math
 import pathlib
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from labkit.config import RewardConfig
+from labkit.metrics.reward_model import (  # noqa: F401 (score and ECE are used from here by notebooks)
+    calibration,
+    expected_calibration_error,
+    pairwise_metrics,
+    score,
+    score_pairs,
+)
 from labkit.quiet import quiet_progress
-from labkit.runs.callbacks import Callbacks, JsonlLogger
+from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import data_path, split_rows, trainer_args
+from labkit.stages.common import load_pairs, run_callbacks, shows_progress, trainer_args
 
 
 def train(cfg: RewardConfig, callbacks=()) -> RunResult:
+    """Train a reward model (the LM with a scalar head) on preference pairs with TRL's RewardTrainer.
+
+    Args:
+        cfg: a RewardConfig (`RewardConfig.from_preset("cpu")`); method "lora" (adapter + head) or "full";
+            length_bias=True flips the padded pairs, for the reward-hacking lab.
+        callbacks: labkit callbacks (a LiveDashboard…) that receive every step and eval.
+    Returns:
+        a RunResult whose metrics hold `before` / `after` held-out pairwise accuracy (overall and per
+        `source_kind`) and mean margin, the `calibration` table, train loss and steps; `samples` holds each
+        held-out pair's scores; the adapter (or model) is saved under cfg.output_dir.
+    Raises:
+        DataError / ConfigError naming the file, row and field, before any model is loaded.
+
+    Example:
+        result = train(RewardConfig.from_preset("cpu-smoke"))
+        score(result.model, result.tokenizer, ["What is 2 + 3?"], ["#### 5"])
+    """
     from transformers import set_seed
 
-    from labkit.data.io import load_rows
-    from labkit.data.types import Kind
+    from labkit.metrics.periodic import PeriodicEval
     from labkit.models.loading import load_tokenizer
 
     # 1. setup ------------------------------------------------------------------------------------
@@ -43,10 +64,7 @@ def train(cfg: RewardConfig, callbacks=()) -> RunResult:
 
     # 2. data: validated before a model is loaded --------------------------------------------------
     tok = load_tokenizer(cfg.model)
-    path = data_path(cfg.data)
-    rows = load_rows(path, kind=Kind.PREFERENCE, tokenizer=tok, max_length=cfg.max_length)
-    train_rows, eval_rows = split_rows(rows, cfg.train_split, cfg.eval_split, str(path), "RewardConfig")
-    eval_rows = eval_rows[: cfg.n_eval]
+    train_rows, eval_rows = load_pairs(cfg, tok, "RewardConfig")
     if cfg.length_bias:
         train_rows = length_biased(train_rows)
 
@@ -60,20 +78,22 @@ def train(cfg: RewardConfig, callbacks=()) -> RunResult:
     model.eval()
     before = pairwise_metrics(score_pairs(model, tok, eval_rows)) if eval_rows else {}
 
+    def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
+        scored = score_pairs(model, tok, eval_rows)
+        return pairwise_metrics(scored), scored
+
     # 5. trainer ------------------------------------------------------------------------------------
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "metrics.jsonl"
-    cbs = Callbacks([JsonlLogger(log_path), *Callbacks(callbacks)])
-    trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out,
-                            extra_callbacks=[_probe(cfg, tok, eval_rows, before, cbs)])
+    heldout = [PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok)] \
+        if eval_rows else []
+    cbs, log_path = run_callbacks(out, callbacks, *heldout)
+    trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out)
     start = time.perf_counter()
     output = trainer.train()
     train_seconds = time.perf_counter() - start
 
-    # 6. eval ---------------------------------------------------------------------------------------
+    # 6. eval: the held-out eval measured the last step when training ended --------------------------
     model.eval()
-    scored = score_pairs(model, tok, eval_rows) if eval_rows else []
-    after = pairwise_metrics(scored) if scored else {}
+    _, after, scored = heldout[0].latest if heldout else (None, {}, [])
 
     # 7. save ---------------------------------------------------------------------------------------
     save_dir = out / ("model" if cfg.method == "full" else "adapter")
@@ -136,143 +156,18 @@ def load_reward_model(cfg: RewardConfig) -> tuple[Any, Any, dict]:
 
 
 def build_trainer(cfg: RewardConfig, model, tok, info: dict, train_rows: list[dict], callbacks: Callbacks,
-                  out: pathlib.Path, extra_callbacks=()):
+                  out: pathlib.Path):
+    """TRL's RewardTrainer on the training pairs, reporting to labkit's callbacks."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    args = TRLRewardConfig(**trainer_args(cfg, info, out, quiet=len(callbacks) > 1), save_strategy="no",
+    args = TRLRewardConfig(**trainer_args(cfg, info, out, quiet=shows_progress(callbacks)), save_strategy="no",
                            max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards or None)
     pairs = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train_rows])
     with quiet_progress():
         trainer = RewardTrainer(model=model, args=args, train_dataset=pairs, processing_class=tok,
-                                callbacks=[TrainerCallbackAdapter(callbacks), *extra_callbacks])
+                                callbacks=[TrainerCallbackAdapter(callbacks)])
     trainer.remove_callback(PrinterCallback)
     return trainer
-
-
-def _probe(cfg: RewardConfig, tok, eval_rows, before: dict, callbacks: Callbacks):
-    """A TrainerCallback sending held-out pairwise accuracy as `heldout/accuracy` evals."""
-    from transformers import TrainerCallback
-
-    class _Probe(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            if before:
-                callbacks.on_eval(0, {"heldout/accuracy": before["accuracy"]})
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            if cfg.eval_every and eval_rows and state.global_step % cfg.eval_every == 0:
-                model.eval()
-                acc = pairwise_metrics(score_pairs(model, tok, eval_rows))["accuracy"]
-                model.train()
-                callbacks.on_eval(state.global_step, {"heldout/accuracy": acc})
-
-    return _Probe()
-
-
-def _score_head(model):
-    """The module that maps the last hidden state to the reward (PEFT wraps it to keep it trainable)."""
-    for name, module in model.named_modules():
-        if name.split(".")[-1] == "score":
-            return module
-    raise TypeError(f"{type(model).__name__} has no `score` head: load it with load_reward_model")
-
-
-def _head_linear(head) -> torch.nn.Linear:
-    if hasattr(head, "modules_to_save"):  # peft ModulesToSaveWrapper: the trained copy is the active one
-        active = head.active_adapter if isinstance(head.active_adapter, str) else head.active_adapter[0]
-        return head.modules_to_save[active]
-    return head
-
-
-@torch.inference_mode()
-def score(model, tok, prompts: Sequence[Any], replies: Sequence[Any], *, batch_size: int = 16) -> list[float]:
-    """The reward of each (prompt, reply): message lists (or a plain-string reply to a message-list prompt).
-
-    The head is applied in float32 to the last token's hidden state: in bf16 the rewards of two replies that
-    differ by one digit often round to the same value, and a tie would count as a wrong ranking.
-    """
-    from labkit.data.chat import encode, render
-
-    texts = []
-    for p, r in zip(prompts, replies):
-        prompt = [{"role": "user", "content": p}] if isinstance(p, str) else list(p)
-        reply = [{"role": "assistant", "content": r}] if isinstance(r, str) else list(r)
-        texts.append(encode(tok, render(tok, prompt + reply)))
-    pad = model.config.pad_token_id
-    head = _score_head(model)
-    linear = _head_linear(head)
-    captured: dict[str, torch.Tensor] = {}
-    hook = head.register_forward_hook(lambda module, args, output: captured.__setitem__("hidden", args[0]))
-    out = [0.0] * len(texts)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(texts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            attn = torch.zeros_like(ids)
-            for row, i in enumerate(idx):
-                ids[row, :len(texts[i])] = torch.tensor(texts[i])
-                attn[row, :len(texts[i])] = 1
-            model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device))
-            last = captured["hidden"][torch.arange(len(idx)), attn.sum(-1) - 1]          # [b, H], right-padded
-            bias = linear.bias.float() if linear.bias is not None else None
-            rewards = torch.nn.functional.linear(last.float(), linear.weight.float(), bias)[:, 0]  # [b]
-            for row, i in enumerate(idx):
-                out[i] = float(rewards[row])
-    finally:
-        hook.remove()
-    return out
-
-
-def score_pairs(model, tok, rows: Sequence[dict]) -> list[dict]:
-    """Per pair: chosen and rejected rewards, their `source_kind`, and the prompt text."""
-    rewards = score(model, tok, [r["prompt"] for r in rows for _ in (0, 1)],
-                    [r[k] for r in rows for k in ("chosen", "rejected")])
-    return [{"prompt": _text(r["prompt"]), "kind": r.get("source_kind", "all"), "chosen": rewards[2 * i],
-             "rejected": rewards[2 * i + 1]} for i, r in enumerate(rows)]
-
-
-def _text(prompt) -> str:
-    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
-
-
-def pairwise_metrics(scored: Sequence[dict]) -> dict[str, Any]:
-    """Accuracy (chosen scored higher), overall and per kind, and the mean margin r_c - r_r."""
-    by_kind: dict[str, list[bool]] = defaultdict(list)
-    for s in scored:
-        by_kind[s["kind"]].append(s["chosen"] > s["rejected"])
-    wins = [s["chosen"] > s["rejected"] for s in scored]
-    return {"accuracy": sum(wins) / len(wins), "margin": sum(s["chosen"] - s["rejected"] for s in scored) / len(scored),
-            **{f"accuracy/{k}": sum(v) / len(v) for k, v in sorted(by_kind.items())}}
-
-
-def calibration(scored: Sequence[dict], bins: int = 10) -> list[dict]:
-    """Reliability table: predicted P(A beats B) = σ(r_A - r_B) against how often A was the chosen reply.
-
-    Each pair is counted in both orders (chosen first: outcome 1; rejected first: outcome 0), so the table is
-    symmetric about 0.5 and a perfectly calibrated model lies on the diagonal. `bins` must be even: a bin
-    straddling 0.5 would hold both orders of the same pairs and always read 0.5 against 0.5.
-    """
-    if bins % 2:
-        raise ValueError(f"bins must be even, got {bins}")
-    points = []
-    for s in scored:
-        p = 1 / (1 + math.exp(-(s["chosen"] - s["rejected"])))
-        points += [(p, 1.0), (1 - p, 0.0)]
-    table = []
-    for b in range(bins):
-        lo, hi = b / bins, (b + 1) / bins
-        inside = [(p, y) for p, y in points if lo <= p < hi or (b == bins - 1 and p == 1.0)]
-        if inside:
-            table.append({"bin": f"{lo:.1f}–{hi:.1f}", "predicted": sum(p for p, _ in inside) / len(inside),
-                          "observed": sum(y for _, y in inside) / len(inside), "count": len(inside)})
-    return table
-
-
-def expected_calibration_error(table: Sequence[dict]) -> float:
-    """Count-weighted mean |observed - predicted| over the calibration table's bins."""
-    n = sum(row["count"] for row in table)
-    return sum(row["count"] * abs(row["observed"] - row["predicted"]) for row in table) / n if n else float("nan")

@@ -6,6 +6,7 @@ that a comparison of them is a comparison of the update and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import threading
@@ -14,7 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from labkit.config import RLConfig
-from labkit.stages.common import data_path, split_rows
+from labkit.metrics.periodic import PeriodicEval, Stopwatch
+from labkit.metrics.rl import heldout_accuracy
+from labkit.runs.callbacks import Callbacks
+from labkit.stages.common import data_path, run_callbacks, split_rows
 
 
 def prompt_messages(prompt: Any, system_prompt: str = "") -> list[dict[str, str]]:
@@ -48,57 +52,6 @@ def build_rewards(cfg: RLConfig) -> list[Callable]:
 
     return [length_reward(cfg.length_budget) if name == "length" else fn
             for name, fn in zip(cfg.reward_names, get_rewards(cfg.reward_names))]
-
-
-def heldout_accuracy(model, tok, rows: Sequence[dict], *, max_new_tokens: int = 64,
-                     batch_size: int = 25) -> tuple[dict[str, float], list[dict]]:
-    """Greedy answers to held-out prompts, scored by the correctness reward: (metrics, per-prompt samples)."""
-    from labkit.models.generate import generate
-    from labkit.rewards import extract_number, numbers_equal
-
-    training = model.training
-    model.eval()
-    try:
-        outs = generate(model, tok, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size)
-    finally:
-        model.train(training)
-    samples = [{"prompt": r["prompt"][-1]["content"], "answer": r["answer"], "completion": o.text,
-                "extracted": extract_number(o.text), "correct": numbers_equal(extract_number(o.text), r["answer"]),
-                "tokens": len(o.token_ids), "truncated": not o.finished} for r, o in zip(rows, outs)]
-    n = max(len(samples), 1)
-    metrics = {"accuracy": sum(s["correct"] for s in samples) / n,
-               "mean_length": sum(s["tokens"] for s in samples) / n,
-               "truncated": sum(s["truncated"] for s in samples) / n}
-    return metrics, samples
-
-
-class AccuracyCurve:
-    """Held-out greedy accuracy at chosen steps, as a curve against training seconds.
-
-    Call it at step 0 before training, `start()` the clock when training starts, then call it at any step;
-    each eval's own time is paused out of the training clock, so the curve's `seconds` is time spent learning.
-    """
-
-    def __init__(self, model, tok, rows: Sequence[dict], max_new_tokens: int):
-        self.model, self.tok, self.rows, self.max_new_tokens = model, tok, rows, max_new_tokens
-        self.clock: Stopwatch | None = None
-        self.points: list[dict] = []
-
-    def start(self) -> Stopwatch:
-        self.clock = Stopwatch()
-        return self.clock
-
-    def __call__(self, step: int) -> tuple[dict[str, float], list[dict]]:
-        if not self.rows:
-            return {}, []
-        if self.clock is None:
-            metrics, samples = heldout_accuracy(self.model, self.tok, self.rows, max_new_tokens=self.max_new_tokens)
-            self.points.append({"step": step, "seconds": 0.0, "wall_seconds": 0.0, **metrics})
-            return metrics, samples
-        with self.clock.pause():
-            metrics, samples = heldout_accuracy(self.model, self.tok, self.rows, max_new_tokens=self.max_new_tokens)
-        self.points.append({"step": step, "seconds": self.clock.training, "wall_seconds": self.clock.wall, **metrics})
-        return metrics, samples
 
 
 def before_after_samples(before: Sequence[dict], after: Sequence[dict]) -> list[dict]:
@@ -232,29 +185,55 @@ def time_budget(deadline: float | None):
     return _Budget()
 
 
-class Stopwatch:
-    """Wall-clock seconds of training, with held-out evaluations paused out of it (and counted apart)."""
+@dataclasses.dataclass
+class RLRun:
+    """What an RL stage has once its pre-flight and baseline are done: the pre-flight report, the held-out
+    eval (None without held-out rows) with the baseline in `before`, the run's callbacks, log and rollout log."""
 
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.paused = 0.0
+    report: Any
+    heldout: PeriodicEval | None
+    before: dict[str, float]
+    before_samples: list[dict]
+    callbacks: Callbacks
+    log_path: pathlib.Path
+    rollouts: RolloutLog
 
-    def pause(self):
-        stopwatch = self
 
-        class _Pause:
-            def __enter__(self):
-                self.t = time.perf_counter()
+def start_run(algorithm: str, cfg: RLConfig, model, tok, info: dict, train_rows: list[dict],
+              eval_rows: list[dict], funcs: list[Callable], out: pathlib.Path, callbacks=(), *,
+              advantage: Callable | None = None, model_note: str = "") -> RLRun:
+    """Sections 4 and 5 of every RL stage: pre-flight on a probe batch (raises PreflightError before any step),
+    held-out greedy accuracy at step 0, then the run's callbacks (held-out eval first, the JSONL log, the
+    caller's) and the rollout log."""
+    report = run_preflight(cfg, model, tok, train_rows, funcs) if cfg.preflight else None
 
-            def __exit__(self, *exc):
-                stopwatch.paused += time.perf_counter() - self.t
+    def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
+        return heldout_accuracy(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)
 
-        return _Pause()
+    before, before_samples = measure(model, tok, 0) if eval_rows else ({}, [])
+    print(f"{algorithm.upper()} on {len(train_rows)} prompts × {cfg.num_generations} completions, rewards "
+          f"{', '.join(cfg.reward_names)}; LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable"
+          f"{model_note}; held-out accuracy before: {before.get('accuracy', float('nan')):.0%}", flush=True)
+    heldout = PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok) if eval_rows \
+        else None
+    cbs, log_path = run_callbacks(out, callbacks, *([heldout] if heldout else []))
+    rollouts = RolloutLog(funcs, cfg.weights, cfg.num_generations,
+                          out / "rollouts.jsonl" if cfg.log_rollouts else None,
+                          max_completion_length=cfg.max_completion_length, advantage=advantage)
+    return RLRun(report, heldout, before, before_samples, cbs, log_path, rollouts)
 
-    @property
-    def wall(self) -> float:
-        return time.perf_counter() - self.start
 
-    @property
-    def training(self) -> float:
-        return self.wall - self.paused
+def finish_run(run: RLRun, algorithm: str, cfg: RLConfig, info: dict, *, steps: int, train_loss: float,
+               prompts: int, clock: Stopwatch, **extra: Any) -> tuple[dict[str, Any], list[dict]]:
+    """(metrics, samples) of a finished RL run: held-out accuracy before and after (the held-out eval measured
+    the last step when training ended), the curve against training seconds, and the before/after replies."""
+    after, after_samples = {}, []
+    if run.heldout is not None:
+        _, after, after_samples = run.heldout.latest
+        after = dict(after)
+    metrics = {"algorithm": algorithm, "before": run.before, "after": after,
+               "curve": run.heldout.points if run.heldout else [], "steps": steps,
+               "train_seconds": clock.training, "wall_seconds": clock.wall, "train_loss": train_loss,
+               "prompts": prompts, "rewards": cfg.reward_names, "preflight": preflight_summary(run.report),
+               **extra, **info}
+    return metrics, before_after_samples(run.before_samples, after_samples)

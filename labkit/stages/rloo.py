@@ -19,8 +19,14 @@ from labkit.runs.result import RunResult
 
 
 def train(cfg: RLConfig, callbacks=(), reward_funcs=None) -> RunResult:
-    """RLOO on a LoRA policy; cfg.loss_type and cfg.scale_rewards (GRPO's) are ignored. reward_funcs: as in
-    labkit.stages.grpo.train."""
+    """RLOO on a LoRA policy, on TRL's RLOOTrainer; cfg.loss_type and cfg.scale_rewards (GRPO's) are ignored.
+
+    Arguments, result and errors are those of labkit.stages.grpo.train (metrics["algorithm"] is "rloo").
+
+    Example:
+        result = train(RLConfig.from_preset("cpu-smoke"))
+        result.metrics["curve"]   # held-out accuracy against training seconds
+    """
     from labkit.stages.grpo import train_with
 
     return train_with("rloo", cfg, callbacks, reward_funcs)

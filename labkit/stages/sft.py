@@ -20,18 +20,36 @@ from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks, JsonlLogger
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import data_path, split_rows, trainer_args
+from labkit.stages.common import data_path, shows_progress, split_rows, trainer_args
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: SFTConfig, callbacks=()) -> RunResult:
+    """Supervised fine-tuning of cfg.model on conversations: full, LoRA or QLoRA, on TRL's SFTTrainer.
+
+    Args:
+        cfg: an SFTConfig (`SFTConfig.from_preset("cpu", method="lora")`): data, method, LoRA rank, steps,
+            batch, learning rate, which tokens carry the loss (`loss_on`), resume.
+        callbacks: labkit callbacks (a LiveDashboard, an InTrainingEval…) that receive every step and eval.
+    Returns:
+        a RunResult whose metrics hold `before` / `after` (held-out format and answer accuracy, the
+        forgetting probe's loss, eval loss), train loss, steps and tokens/s; `samples` holds held-out
+        replies before and after; the adapter (or full model) is saved under cfg.output_dir.
+    Raises:
+        DataError naming the file, row and field (a missing turn, a reply the template cannot mask, a row
+        over max_length) and ConfigError (e.g. resume without a checkpoint), before any model is loaded.
+
+    Example:
+        result = train(SFTConfig.from_preset("cpu-smoke"))
+        result.metrics["after"]["format_accuracy"], result.adapter_dir
+    """
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from labkit.data.io import load_rows
     from labkit.data.tokenize import sft_dataset
-    from labkit.eval.probes import forgetting_probe, format_eval
+    from labkit.metrics.probes import forgetting_probe, format_eval
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
 
@@ -118,7 +136,7 @@ def build_trainer(cfg: SFTConfig, model, tok, info: dict, train_ds, eval_ds, cal
     from trl import SFTTrainer
 
     args = TRLSFTConfig(
-        **trainer_args(cfg, info, out, quiet=len(callbacks) > 1),
+        **trainer_args(cfg, info, out, quiet=shows_progress(callbacks)),
         weight_decay=cfg.weight_decay, activation_checkpointing=cfg.gradient_checkpointing,
         eval_strategy="steps" if cfg.eval_every and eval_ds is not None else "no",
         eval_steps=cfg.eval_every or None, save_strategy="steps" if cfg.save_every else "no",

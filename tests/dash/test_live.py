@@ -268,7 +268,8 @@ def test_glob_panel_grows_one_trace_per_matching_metric(clock):
     fig = dash.figure()
     assert subplot_y(fig, 1, 1) == {"reward": (0.2, 0.4, 0.9), "correctness": (0.1, 0.2, 0.3),
                                     "format": (0.6,), "eval accuracy": (0.5,)}
-    assert [t.name for t in fig.select_traces(row=1, col=1)] == ["reward", "correctness", "format", "eval accuracy"]
+    assert [t.name for t in fig.select_traces(row=1, col=1)] == ["reward", "correctness", "format",
+                                                                 "eval accuracy"]
     assert tuple(next(fig.select_traces(selector={"name": "format"})).x) == (3,)
     assert subplot_y(fig, 1, 2) == {"kl": ()}  # the std series matches no pattern and is not drawn
 
@@ -312,7 +313,8 @@ def trl_grpo_log(step: int) -> dict:
     """Every metric RL stages send on a step, with TRL's GRPO names and PPO's extra ones."""
     return {"loss": 0.01 * step, "reward": 0.5, "reward_std": 0.2, "rewards/correctness/mean": 0.4,
             "rewards/correctness/std": 0.49, "rewards/format/mean": 0.9, "rewards/format/std": 0.3,
-            "kl": 0.002 * step, "entropy": 1.2, "clip_ratio/region_mean": 0.05, "completions/mean_length": 37.0,
+            "kl": 0.002 * step, "entropy": 1.2, "clip_ratio/region_mean": 0.05,
+            "completions/mean_length": 37.0,
             "completions/clipped_ratio": 0.25, "frac_reward_zero_std": 0.5, "learning_rate": 1e-5,
             "num_tokens": 1000.0 * step}
 

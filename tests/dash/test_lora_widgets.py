@@ -43,7 +43,8 @@ def test_scale_slider_regenerates_on_change(tiny):
 
     model, tok = tiny
     torch.manual_seed(1)
-    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False))
+    pm = get_peft_model(model,
+                        LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False))
     s = D.scale_slider(pm, tok, "Hello", max_new_tokens=6)
     assert s.slider.value == 1.0 and 1.0 in s.history
     adapter_reply = s.reply

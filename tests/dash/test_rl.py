@@ -1,4 +1,5 @@
-"""Tests for labkit.dash.rl: rollout records, the rollout table and browser, the reward playground, RL figures."""
+"""Tests for labkit.dash.rl: rollout records, the rollout table and browser, the reward playground,
+RL figures."""
 
 from __future__ import annotations
 
@@ -196,7 +197,8 @@ def matches(prompts, completions, answer, **kwargs):
 
 
 def test_reward_playground_scores_initial_and_edited_answers(monkeypatch, displayed):
-    p = rl.reward_playground([hashes, matches], "What is 40 + 14?", ["54", "#### 54", "It is\n45"], answer="54")
+    p = rl.reward_playground([hashes, matches], "What is 40 + 14?", ["54", "#### 54", "It is\n45"],
+                             answer="54")
     assert p.text.value == "54\n---\n#### 54\n---\nIt is\n45"
     assert [(r["hashes"], r["matches"], r["total"]) for r in p.rows] == [(0, 1, 1), (1, 1, 2), (0, 0, 0)]
     static = p.static_html()
@@ -231,7 +233,8 @@ def test_reward_playground_reports_errors_in_the_output():
 def rl_events():
     events = [{"event": "start", "step": 0}]
     for step in (1, 2, 3):
-        events.append({"event": "step", "step": step, "reward": 0.2 * step, "rewards/correctness/mean": 0.1 * step,
+        events.append({"event": "step", "step": step, "reward": 0.2 * step,
+                       "rewards/correctness/mean": 0.1 * step,
                        "rewards/format/mean": 0.5, "kl": 0.01 * step, "completions/mean_length": 30.0 + step,
                        "completions/clipped_ratio": 0.1})
     events += [{"event": "eval", "step": 0, "heldout/accuracy": 0.2},
@@ -273,7 +276,8 @@ def test_accuracy_vs_time_one_sorted_line_per_method():
 
 
 def test_compare_rl_bars_and_optional_kl():
-    results = {"grpo": {"before": {"accuracy": 0.1}, "after": {"accuracy": 0.5, "kl": 0.03}, "train_seconds": 60.0},
+    results = {"grpo": {"before": {"accuracy": 0.1}, "after": {"accuracy": 0.5, "kl": 0.03},
+                        "train_seconds": 60.0},
                "rloo": {"before": {"accuracy": 0.1}, "after": {"accuracy": 0.4}, "train_seconds": 50.0}}
     fig = rl.compare_rl(results)
     assert [t.name for t in fig.data] == ["before", "after", "train seconds", "KL"]

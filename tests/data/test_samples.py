@@ -1,4 +1,5 @@
-"""The data_samples/ files: current, valid under their kinds with the real tokenizer, reproducible, split cleanly."""
+"""The data_samples/ files: current, valid under their kinds with the real tokenizer, reproducible,
+split cleanly."""
 
 from __future__ import annotations
 

@@ -169,8 +169,8 @@ def test_standard_rows_do_not_need_a_chat_template(no_template_tokenizer):
 
 def test_template_failure_is_a_data_error(tokenizer, monkeypatch, assert_names):
     strict = (
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
-        "{{ m['content'] }}{% endfor %}"
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% "
+        "endif %}{{ m['content'] }}{% endfor %}"
     )
     monkeypatch.setattr(tokenizer, "chat_template", strict)
     rows = [GOOD["conversational"], {"messages": chat(("system", "s"), ("user", "u"), ("assistant", "a"))}]

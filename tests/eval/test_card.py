@@ -12,7 +12,8 @@ from labkit.errors import ConfigError, DataError
 from labkit.eval.card import EvalCard, bootstrap_delta, compare, comparison_figure, evaluate, slice_rows
 from labkit.eval.tasks import Metric, Scored, Task, get_tasks
 
-TOY = Task("toy", (Metric("acc"), Metric("bad_rate", higher_is_better=False)), lambda cfg: [], lambda *a: None)
+TOY = Task("toy", (Metric("acc"), Metric("bad_rate", higher_is_better=False)), lambda cfg: [],
+           lambda *a: None)
 
 
 def toy_card(acc: list[float], bad: list[float] | None = None, name: str = "m") -> EvalCard:
@@ -20,7 +21,8 @@ def toy_card(acc: list[float], bad: list[float] | None = None, name: str = "m") 
     scores += [Scored("bad_rate", str(i), s) for i, s in enumerate(bad or [])]
     from labkit.eval.card import scores_json
 
-    return EvalCard(name, slice_rows(TOY, scores), scores_json("toy", scores), {"toy": []}, {"seconds": {"toy": 1.0}})
+    return EvalCard(name, slice_rows(TOY, scores), scores_json("toy", scores), {"toy": []},
+                    {"seconds": {"toy": 1.0}})
 
 
 def test_slice_rows_means_counts_and_direction():
@@ -63,7 +65,8 @@ def test_paired_bootstrap_is_tighter_than_unpaired_and_centred_on_the_delta():
     base = {str(i): float(v) for i, v in enumerate(rng.random(200))}
     new = {k: v - 0.05 for k, v in base.items()}  # every item 0.05 worse: a sure regression
     delta, low, high, paired = bootstrap_delta(base, new, n_boot=500)
-    assert paired and delta == pytest.approx(-0.05) and low == pytest.approx(-0.05) and high == pytest.approx(-0.05)
+    assert (paired and delta == pytest.approx(-0.05) and low == pytest.approx(-0.05)
+            and high == pytest.approx(-0.05))
     shuffled = dict(zip([f"x{i}" for i in range(200)], new.values()))  # same values, ids not shared
     d2, low2, high2, paired2 = bootstrap_delta(base, shuffled, n_boot=500)
     assert not paired2 and d2 == pytest.approx(-0.05) and low2 < -0.05 < high2 and high2 - low2 > 0.05
@@ -73,7 +76,8 @@ def test_compare_flags_regressions_by_direction():
     base = toy_card([1] * 20, bad=[0] * 20)
     worse = toy_card([1] * 10 + [0] * 10, bad=[1] * 10 + [0] * 10, name="worse")
     rows = {(r["metric"], r["slice"]): r for r in compare(base, worse, n_boot=300)}
-    assert rows[("acc", "all")]["verdict"] == "regression" and rows[("acc", "all")]["delta"] == pytest.approx(-0.5)
+    assert rows[("acc", "all")]["verdict"] == "regression" and rows[("acc",
+                                                                     "all")]["delta"] == pytest.approx(-0.5)
     assert rows[("bad_rate", "all")]["verdict"] == "regression"  # a rise of a ↓ metric is a regression
     same = {r["verdict"] for r in compare(base, base, n_boot=100)}
     assert same == {"no clear change"}
@@ -99,7 +103,8 @@ def test_evaluate_checks_every_task_before_running_any(tiny, monkeypatch):
         raise DataError("second rows", 3, "question", "missing")
 
     get_tasks("needle")  # registers the built-in tasks before two fakes join them
-    monkeypatch.setitem(TASKS, "first", Task("first", (Metric("acc"),), lambda cfg: [{}], lambda *a: ran.append(1)))
+    monkeypatch.setitem(TASKS, "first",
+                        Task("first", (Metric("acc"),), lambda cfg: [{}], lambda *a: ran.append(1)))
     monkeypatch.setitem(TASKS, "second", Task("second", (Metric("acc"),), broken, lambda *a: ran.append(2)))
     with pytest.raises(DataError, match="row 3, field 'question'"):
         evaluate(model, "first,second", EvalConfig(), tokenizer=tok)

@@ -1,4 +1,5 @@
-"""The committed eval fixtures are what `python -m labkit.eval.fixtures build` writes; the poisoned rows are wrong."""
+"""The committed eval fixtures are what `python -m labkit.eval.fixtures build` writes;
+the poisoned rows are wrong."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A model made worse on purpose fails the default gate: an adapter trained on wrong MMLU letters, on the embedded model."""
+"""A model made worse on purpose fails the default gate: an adapter trained on wrong MMLU letters,
+on the embedded model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from labkit.config import EvalConfig, SFTConfig
 from labkit.data.io import write_jsonl
 from labkit.eval.card import compare, evaluate
 from labkit.eval.fixtures import poisoned_sft_rows
-from labkit.runs.gates import DEFAULT_GATE
+from labkit.eval.gates import DEFAULT_GATE
 
 
 @pytest.mark.smoke
@@ -18,7 +19,8 @@ def test_poisoned_adapter_fails_the_default_gate(tmp_path):
     cfg = EvalConfig(tasks="mmlu", source="fixture", mmlu_modes="loglik", bootstrap=300)
     base = evaluate(cfg=cfg, name="base", progress=False)
     data = write_jsonl(tmp_path / "poison.jsonl", poisoned_sft_rows())
-    run = sft.train(SFTConfig(data=str(data), train_split="", eval_split="", n_eval=0, max_steps=60, batch_size=8,
+    run = sft.train(SFTConfig(data=str(data), train_split="", eval_split="", n_eval=0, max_steps=60,
+                              batch_size=8,
                               learning_rate=1e-3, output_dir=str(tmp_path / "poisoned")))
     bad = evaluate(cfg=cfg.replace(adapter=str(run.output_dir / "adapter")), name="poisoned", progress=False)
     drop = base.value("mmlu", "accuracy_loglik") - bad.value("mmlu", "accuracy_loglik")

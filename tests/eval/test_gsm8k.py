@@ -1,5 +1,6 @@
-"""GSM8K task: answer extraction edge cases, exact accuracy on fake replies, the fixture, few-shot prompts, the
-loader (hub schema through a patched `datasets.load_dataset`, auto fallback, malformed rows) and a tiny-model run."""
+"""GSM8K task: answer extraction edge cases, exact accuracy on fake replies, the fixture, few-shot prompts,
+the loader (hub schema through a patched `datasets.load_dataset`, auto fallback, malformed rows)
+and a tiny-model run."""
 
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ def test_fixture_loader_shots_limit_and_stable_ids():
 
 
 class FakeHub:
-    """Stands in for datasets.load_dataset: GSM8K-schema rows per split, and a record of what was asked for."""
+    """Stands in for datasets.load_dataset: GSM8K-schema rows per split,
+    and a record of what was asked for."""
 
     def __init__(self, splits):
         self.splits, self.calls = splits, []
@@ -144,7 +146,8 @@ class FakeHub:
 
 
 def test_hub_loader_reads_openai_gsm8k(monkeypatch):
-    hub = FakeHub({"test": [{"question": "Tom has 2 + 3 apples. How many?", "answer": "2+3=<<2+3=5>>5\n#### 5"}],
+    hub = FakeHub({"test": [{"question": "Tom has 2 + 3 apples. How many?",
+                             "answer": "2+3=<<2+3=5>>5\n#### 5"}],
                    "train": [{"question": "1 + 1?", "answer": "<<1+1=2>>2\n#### 2"}]})
     monkeypatch.setattr("datasets.load_dataset", hub)
     rows = gsm8k.load(EvalConfig(source="hub"))
@@ -161,7 +164,8 @@ def test_auto_falls_back_to_the_fixture_when_the_hub_fails(monkeypatch):
 
     monkeypatch.setattr("datasets.load_dataset", offline)
     rows = gsm8k.load(EvalConfig(source="auto"))
-    assert [r["question"] for r in rows] == [r["question"] for r in read_fixture("gsm8k") if r["split"] == "test"]
+    assert [r["question"] for r in rows] == [r["question"]
+                                             for r in read_fixture("gsm8k") if r["split"] == "test"]
     with pytest.raises(ConnectionError):
         gsm8k.load(EvalConfig(source="hub"))
 
@@ -186,6 +190,8 @@ def test_tiny_model_smoke_run(tiny):
     rows = gsm8k.load(cfg)
     out = gsm8k.run(model, tok, rows, cfg)
     assert Counter(s.metric for s in out.scores) == {"accuracy": 3, "format": 3}
-    assert all(s.score in (0.0, 1.0) for s in out.scores) and {s.id for s in out.scores} == {r["id"] for r in rows}
-    assert len(out.samples) == 3 and {"prompt", "output", "target", "extracted", "score"} <= set(out.samples[0])
+    assert all(s.score in (0.0, 1.0) for s in out.scores) and {s.id for s in out.scores} == {r["id"]
+                                                                                             for r in rows}
+    assert len(out.samples) == 3 and {"prompt", "output", "target", "extracted",
+                                      "score"} <= set(out.samples[0])
     assert out.info["shots"] == 0 and 0 <= out.info["cut_off"] <= 3

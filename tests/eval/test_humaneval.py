@@ -1,4 +1,5 @@
-"""HumanEval: the packaged canonical solutions all pass in the sandbox, wrong ones fail, pass@k, completion parsing."""
+"""HumanEval: the packaged canonical solutions all pass in the sandbox, wrong ones fail, pass@k,
+completion parsing."""
 
 from __future__ import annotations
 
@@ -44,13 +45,15 @@ def test_completion_from_chat_replies():
     assert "def g" in humaneval.completion_from(helper, "f")
     assert humaneval.completion_from("```\n    return x * 2\n```", "f") == "    return x * 2\n"
     assert humaneval.completion_from("return x * 2", "f") == "    return x * 2\n"  # unindented body
-    assert humaneval.completion_from("```python\ndef f(x):\n    return 1", "f").startswith("\ndef f")  # no closing
+    # no closing
+    assert humaneval.completion_from("```python\ndef f(x):\n    return 1", "f").startswith("\ndef f")
 
 
 def test_a_full_function_reply_runs_after_the_prompt(problems):
     first = problems[0]
-    reply = ("```python\nfrom typing import List\n\ndef has_close_elements(numbers: List[float], threshold: float) "
-             "-> bool:\n    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```")
+    reply = ("```python\nfrom typing import List\n\ndef has_close_elements(numbers: List[float], threshold: "
+             "float) -> bool:\n    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in "
+             "numbers[i + 1:])\n```")
     completion = humaneval.completion_from(reply, first["entry_point"])
     assert humaneval.check_solutions([first], [completion])[0].ok
 
@@ -69,7 +72,8 @@ def test_loader_hub_and_bad_rows(monkeypatch):
 
 def test_run_on_tiny_model_scores_each_k(tiny):
     model, tok = tiny
-    cfg = EvalConfig(limit=2, humaneval_samples=2, humaneval_k="1,2", humaneval_max_new_tokens=8, sandbox_timeout=2)
+    cfg = EvalConfig(limit=2, humaneval_samples=2, humaneval_k="1,2", humaneval_max_new_tokens=8,
+                     sandbox_timeout=2)
     out = humaneval.run(model, tok, humaneval.load(cfg), cfg)
     assert sorted(s.metric for s in out.scores) == ["pass@1", "pass@1", "pass@2", "pass@2"]
     assert all(0.0 <= s.score <= 1.0 for s in out.scores)

@@ -12,8 +12,10 @@ from labkit.errors import DataError
 from labkit.eval import ifeval
 from labkit.eval.tasks import read_fixture
 
-# Every key of a google/IFEval kwargs dict: on the hub each instruction's dict carries all of them, mostly None.
-IFEVAL_KEYS = ("num_highlights", "relation", "num_words", "num_placeholders", "prompt_to_repeat", "num_bullets",
+# Every key of a google/IFEval kwargs dict: on the hub each instruction's dict carries all of them,
+# mostly None.
+IFEVAL_KEYS = ("num_highlights", "relation", "num_words", "num_placeholders", "prompt_to_repeat",
+               "num_bullets",
                "section_spliter", "num_sections", "capital_relation", "capital_frequency", "keywords",
                "num_paragraphs", "language", "let_relation", "letter", "let_frequency", "end_phrase",
                "forbidden_words", "keyword", "frequency", "num_sentences", "postscript_marker", "first_word",
@@ -32,18 +34,22 @@ LESS_4 = {"relation": "less than", "num_words": 4}
 CASES = [  # (instruction, kwargs, reply, followed): each checker passes once and fails once at least
     ("length_constraints:number_words", LESS_4, "one two three", True),
     ("length_constraints:number_words", LESS_4, "one two three four", False),
-    ("length_constraints:number_sentences", {"relation": "at least", "num_sentences": 2}, "Hi there. Bye!", True),
-    ("length_constraints:number_sentences", {"relation": "at least", "num_sentences": 2}, "Just 3.5 of one.", False),
+    ("length_constraints:number_sentences", {"relation": "at least", "num_sentences": 2}, "Hi there. Bye!",
+     True),
+    ("length_constraints:number_sentences", {"relation": "at least", "num_sentences": 2}, "Just 3.5 of one.",
+     False),
     ("keywords:existence", {"keywords": ["cat", "Dog"]}, "A dog and a CAT.", True),
     ("keywords:existence", {"keywords": ["cat", "dog"]}, "A category of dogs.", False),  # whole words only
     ("keywords:forbidden_words", {"forbidden_words": ["blue"]}, "The sea is bluish.", True),
     ("keywords:forbidden_words", {"forbidden_words": ["blue", "water"]}, "The sea is BLUE.", False),
     ("keywords:frequency", {"keyword": "moon", "frequency": 2, "relation": "at least"}, "Moon, moon!", True),
-    ("keywords:frequency", {"keyword": "moon", "frequency": 2, "relation": "at least"}, "A moonlit moon.", False),
+    ("keywords:frequency", {"keyword": "moon", "frequency": 2, "relation": "at least"}, "A moonlit moon.",
+     False),
     ("detectable_format:json_format", {}, '{"a": [1, 2]}', True),
     ("detectable_format:json_format", {}, "a: 1", False),
     ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "Tips:\n* one\n- two\n  * three", True),
-    ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "**Tips**\n* one\n---\n* two\n* three", False),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 2}, "**Tips**\n* one\n---\n* two\n* three",
+     False),
     ("detectable_format:title", {}, "<<Spring Song>>\nbuds open", True),
     ("detectable_format:title", {}, "<< >>\nSpring\nbuds", False),
     ("change_case:english_lowercase", {}, "all quiet here, 42 times.", True),
@@ -53,7 +59,8 @@ CASES = [  # (instruction, kwargs, reply, followed): each checker passes once an
     ("punctuation:no_comma", {}, "no commas here", True),
     ("punctuation:no_comma", {}, "yes, one", False),
     ("startend:end_checker", {"end_phrase": "Thank you."}, "Great work. thank you.  ", True),
-    ("startend:end_checker", {"end_phrase": "Any questions?"}, '"Bye. Any questions?"', True),  # closing quote
+    # closing quote
+    ("startend:end_checker", {"end_phrase": "Any questions?"}, '"Bye. Any questions?"', True),
     ("startend:end_checker", {"end_phrase": "Thank you."}, "Thank you. Bye.", False),
     ("startend:quotation", {}, '  "quoted"\n', True),
     ("startend:quotation", {}, '"half', False),
@@ -107,7 +114,8 @@ def test_empty_reply_follows_nothing():
 
 def test_kwargs_none_means_absent_and_bad_kwargs_name_the_field():
     assert ifeval.check("punctuation:no_comma", "ok", hub_kwargs())  # every key None: nothing needed
-    assert ifeval.check("length_constraints:number_words", "a b", hub_kwargs(relation="less than", num_words=3.0))
+    assert ifeval.check("length_constraints:number_words", "a b",
+                        hub_kwargs(relation="less than", num_words=3.0))
     with pytest.raises(DataError, match="field 'num_words'"):
         ifeval.check("length_constraints:number_words", "a b", hub_kwargs(relation="less than"))
     with pytest.raises(DataError, match="field 'relation'.*'more than'"):
@@ -121,7 +129,8 @@ def test_kwargs_none_means_absent_and_bad_kwargs_name_the_field():
 def test_loose_forgives_preamble_closing_line_and_asterisks():
     cases = [  # (instruction, kwargs, reply): fails strictly, passes loosely
         ("detectable_format:json_format", {}, 'Sure! Here it is:\n{"a": 1}'),
-        ("startend:end_checker", {"end_phrase": "Thank you."}, "Lovely.\nThank you.\nLet me know if you need more."),
+        ("startend:end_checker", {"end_phrase": "Thank you."},
+         "Lovely.\nThank you.\nLet me know if you need more."),
         ("startend:quotation", {}, '**"All done."**'),
         ("change_case:english_lowercase", {}, "Here is my answer:\nall lowercase now"),
     ]
@@ -163,7 +172,8 @@ def test_run_counts_unsupported_ids_and_leaves_out_rows_with_none_supported(monk
     monkeypatch.setattr(ifeval, "generate", lambda model, tok, prompts, **kw: [
         SimpleNamespace(text=replies[p]) for p in prompts])
     out = ifeval.run(None, None, rows, EvalConfig())
-    assert out.info["unsupported"] == {"detectable_format:constrained_response": 2, "language:response_language": 1}
+    assert out.info["unsupported"] == {"detectable_format:constrained_response": 2,
+                                       "language:response_language": 1}
     assert out.info["rows_without_checkable_instructions"] == 1 and out.info["rows_scored"] == 2
     strict = {s.id: s.score for s in out.scores if s.metric == "prompt_accuracy"}
     assert strict == {"1": 1.0, "3": 0.0}  # row 2 is not scored at all, neither passed nor failed
@@ -189,11 +199,13 @@ def test_loader_reads_the_hub_in_ifeval_schema(monkeypatch):
     calls = []
     hub = [hub_row(1000 + i, ["punctuation:no_comma", "detectable_format:number_highlighted_sections"],
                    [hub_kwargs(), hub_kwargs(num_highlights=3)]) for i in range(5)]
-    hub.append(hub_row(2000, ["length_constraints:number_words"], [hub_kwargs(relation="at least", num_words=300)]))
+    hub.append(hub_row(2000, ["length_constraints:number_words"],
+                       [hub_kwargs(relation="at least", num_words=300)]))
     monkeypatch.setattr(ifeval, "load_hub", lambda path, **kw: calls.append((path, kw)) or hub)
     rows = ifeval.load(EvalConfig(source="hub"))
     assert calls == [("google/IFEval", {"split": "train"})] and rows == hub
-    assert ifeval.load(EvalConfig(source="auto", limit=2, seed=1)) == ifeval.load(EvalConfig(source="hub", limit=2,
+    assert ifeval.load(EvalConfig(source="auto", limit=2, seed=1)) == ifeval.load(EvalConfig(source="hub",
+                                                                                             limit=2,
                                                                                              seed=1))
     assert len(ifeval.load(EvalConfig(source="hub", limit=2))) == 2
 

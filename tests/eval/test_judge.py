@@ -1,4 +1,5 @@
-"""LLM-as-judge: verdicts in both orders, ties when the order decides, agreement, and a run on the tiny model."""
+"""LLM-as-judge: verdicts in both orders, ties when the order decides, agreement,
+and a run on the tiny model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from labkit.eval.tasks import letter_ids, read_fixture
 
 
 class LetterJudge(torch.nn.Module):
-    """A fake judge whose next-token logits favour letter A by `bias`, plus `prefer_long` × (len(A) - len(B))."""
+    """A fake judge whose next-token logits favour letter A by `bias`, plus `prefer_long` × (len(A)
+    - len(B))."""
 
     def __init__(self, tok, bias: float = 0.0, prefer_long: float = 0.0):
         super().__init__()
@@ -40,7 +42,8 @@ def test_position_biased_judge_never_agrees_with_itself(tokenizer):
 
 def test_length_preferring_judge_is_consistent(tokenizer):
     fake = LetterJudge(tokenizer, prefer_long=1.0)
-    verdicts = judge.judge_pairs(fake, tokenizer, ["q", "q"], ["a much longer answer", "ok"], ["short", "longer one"])
+    verdicts = judge.judge_pairs(fake, tokenizer, ["q", "q"], ["a much longer answer", "ok"],
+                                 ["short", "longer one"])
     assert [v["verdict"] for v in verdicts] == ["first", "second"]
     assert all(v["agree"] for v in verdicts)
     assert [judge.win_score(v["verdict"]) for v in verdicts] == [1.0, 0.0]

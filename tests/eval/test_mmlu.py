@@ -1,6 +1,6 @@
-"""MMLU task: parse_choice edge cases, exact accuracy on fake replies and log-probs, the fixture, log-likelihood
-scoring on a model whose logits we control, the loader (hub schema through a patched `datasets.load_dataset`,
-auto fallback, malformed rows), one metric per enabled mode, and a tiny-model run."""
+"""MMLU task: parse_choice edge cases, exact accuracy on fake replies and log-probs, the fixture,
+log-likelihood scoring on a model whose logits we control, the loader (hub schema through a patched
+`datasets.load_dataset`, auto fallback, malformed rows), one metric per enabled mode, and a tiny-model run."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def test_loglik_accuracy_from_log_probs_is_exact():
     assert [s.score for s in scores] == [1.0] * 5 + [0.0] * 3 and scores[0].metric == "accuracy_loglik"
     # a tie between k letters that includes the answer scores 1/k, whatever the answer's position
     tied = [{**rows[0], "answer": a} for a in range(4)]
-    assert [s.score for s in mmlu.score_logprobs(tied, [[-1.0, -2.0, -1.0, -3.0]] * 4)] == [0.5, 0.0, 0.5, 0.0]
+    assert [s.score for s in mmlu.score_logprobs(tied, [[-1.0, -2.0, -1.0, -3.0]] * 4)] == [0.5, 0.0, 0.5,
+                                                                                            0.0]
     assert mmlu.score_logprobs(tied[3:], [[-1.0] * 4])[0].score == 0.25
 
 
@@ -137,7 +138,8 @@ def test_loglik_picks_the_letter_the_model_favours(tokenizer):
     out = mmlu.run(model, tokenizer, rows, cfg)
     assert [s.score for s in out.scores] == [float(r["answer"] == 2) for r in rows]
     assert {s.metric for s in out.scores} == {"accuracy_loglik"}
-    assert out.info["loglik_method"] == "next_token" and out.info["letter_mass"] > 0.5 and out.info["loglik_ties"] == 0
+    assert (out.info["loglik_method"] == "next_token" and out.info["letter_mass"] > 0.5
+            and out.info["loglik_ties"] == 0)
     assert all(s["loglik_pick"] == "C" for s in out.samples)
 
 
@@ -162,7 +164,8 @@ class FakeHub:
         return self.rows
 
 
-GOOD = {"question": "Which is a city?", "subject": "high_school_geography", "choices": CITIES[::-1], "answer": 3}
+GOOD = {"question": "Which is a city?", "subject": "high_school_geography", "choices": CITIES[::-1],
+        "answer": 3}
 
 
 def test_hub_loader_reads_cais_mmlu(monkeypatch):
@@ -214,4 +217,5 @@ def test_tiny_model_smoke_run_in_each_mode(tiny):
     only_gen = mmlu.run(model, tok, rows, cfg.replace(mmlu_modes="generate"))
     assert {s.metric for s in only_gen.scores} == {"accuracy_generate"} and "letter_mass" not in only_gen.info
     only_ll = mmlu.run(model, tok, rows, cfg.replace(mmlu_modes="loglik"))
-    assert {s.metric for s in only_ll.scores} == {"accuracy_loglik"} and "invalid_generate" not in only_ll.info
+    assert ({s.metric for s in only_ll.scores} == {"accuracy_loglik"}
+            and "invalid_generate" not in only_ll.info)

@@ -1,4 +1,5 @@
-"""Needle in a haystack: rows per length and depth, haystack size and needle position, and a tiny-model run."""
+"""Needle in a haystack: rows per length and depth, haystack size and needle position,
+and a tiny-model run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from labkit.eval import needle
 
 def test_rows_cover_every_length_and_depth():
     rows = needle.load(EvalConfig(needle_lengths="128,256", needle_depths="0,0.5,1"))
-    assert [(r["length"], r["depth"]) for r in rows] == [(128, 0), (128, 0.5), (128, 1), (256, 0), (256, 0.5), (256, 1)]
+    assert [(r["length"], r["depth"]) for r in rows] == [(128, 0), (128, 0.5), (128, 1), (256, 0), (256, 0.5),
+                                                         (256, 1)]
     assert rows == needle.load(EvalConfig(needle_lengths="128,256", needle_depths="0,0.5,1"))  # seeded
 
 

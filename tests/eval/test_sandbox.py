@@ -1,4 +1,5 @@
-"""The sandbox contains hostile programs and reports each one; these run real processes, a second or two each."""
+"""The sandbox contains hostile programs and reports each one; these run real processes,
+a second or two each."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def test_memory_bombs_hit_the_memory_limit(code, guard):
 
 
 def _running_in_group(pgid: int) -> list[int]:
-    """Processes of a process group that are still running (killed ones may linger as zombies until reaped)."""
+    """Processes of a process group that are still running (killed ones may linger as zombies until
+    reaped)."""
     alive = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -67,8 +69,9 @@ def test_fork_bomb_without_the_guard_is_contained_by_the_os_layer():
 
 
 def test_subprocess_and_shell_are_blocked_even_when_the_program_swallows_the_error():
-    r = run_python("import os, subprocess\nfor f in (lambda: os.system('true'), lambda: subprocess.run(['true'])):\n"
-                   "    try:\n        f()\n    except Exception:\n        pass\nprint('carried on')")
+    r = run_python("import os, subprocess\nfor f in (lambda: os.system('true'), lambda: "
+                   "subprocess.run(['true'])):\n    try:\n        f()\n    except Exception:\n        "
+                   "pass\nprint('carried on')")
     assert r.status == "blocked" and r.stdout.strip() == "carried on"
     assert r.violations == ["os.system", "subprocess.Popen"]
 
@@ -83,7 +86,8 @@ def test_writing_outside_scratch_is_blocked_and_nothing_is_left(tmp_path):
 
 
 def test_scratch_is_writable_and_deleted_afterwards():
-    r = run_python("import os\nopen('notes.txt', 'w').write('hi')\nprint(os.getcwd())\nprint(os.listdir('.'))")
+    r = run_python("import os\nopen('notes.txt', 'w').write('hi')\n"
+                   "print(os.getcwd())\nprint(os.listdir('.'))")
     assert r.status == "passed", r.stderr
     scratch, listing = r.stdout.splitlines()
     assert listing == "['notes.txt']" and not os.path.exists(scratch)

@@ -1,7 +1,7 @@
 """labkit.losses.advantages: hand arithmetic, parity with TRL 1.16's advantage code, invariants.
 
-TRL computes GRPO and RLOO advantages inline in `_generate_and_score_completions` (generation, reward calls and
-logging in the same method), which cannot run without a model and a tokenizer, so those expressions are
+TRL computes GRPO and RLOO advantages inline in `_generate_and_score_completions` (generation, reward calls
+and logging in the same method), which cannot run without a model and a tokenizer, so those expressions are
 reproduced here with the file and line they come from, using TRL's own `nanstd`. TRL 1.16 has no PPO trainer:
 GAE and whitening are checked by hand arithmetic and invariants.
 """
@@ -25,7 +25,8 @@ def _rewards(b: int = 5, g: int = 4, seed: int = 0, nan: bool = False) -> torch.
     r[g:2 * g] = 0.5                                                     # one group with identical rewards
     if nan:
         r[1] = r[2 * g + 3] = float("nan")                               # unscorable completions
-        r[3 * g:3 * g + g - 1] = float("nan")                            # a group with one scorable completion
+        # a group with one scorable completion
+        r[3 * g:3 * g + g - 1] = float("nan")
     return r
 
 
@@ -33,7 +34,8 @@ def _rewards(b: int = 5, g: int = 4, seed: int = 0, nan: bool = False) -> torch.
 
 
 def test_group_advantages_hand_computed():
-    r = torch.tensor([1.0, 2.0, 3.0, 0.0, 0.0, 0.0])                     # G = 3: groups [1, 2, 3] and [0, 0, 0]
+    # G = 3: groups [1, 2, 3] and [0, 0, 0]
+    r = torch.tensor([1.0, 2.0, 3.0, 0.0, 0.0, 0.0])
     # group [1, 2, 3]: mean 2, sample std 1; group of zeros: std 0 -> advantage 0
     assert group_advantages(r, 3).tolist() == pytest.approx([-1 / 1.0001, 0, 1 / 1.0001, 0, 0, 0], **TOL)
     # batch std of all six: mean 1, squares 0+1+4+1+1+1 = 8, var 8/5
@@ -43,7 +45,8 @@ def test_group_advantages_hand_computed():
 
 
 def _trl_group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> torch.Tensor:
-    """trl/trainer/grpo_trainer.py:2765-2787 and 2809, reproduced (inline in _generate_and_score_completions)."""
+    """trl/trainer/grpo_trainer.py:2765-2787 and 2809, reproduced (inline in
+    _generate_and_score_completions)."""
     from trl.trainer.utils import nanstd
 
     mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)
@@ -80,13 +83,16 @@ def test_group_advantages_sum_to_zero_per_group(scale):
 def test_group_advantages_invariances():
     r = _rewards(seed=4)
     shift = torch.arange(5.0).repeat_interleave(4) * 10                  # a different constant per group
-    for scale in ("group", "none"):                                      # only differences within a group count
-        assert torch.allclose(group_advantages(r + shift, 4, scale=scale), group_advantages(r, 4, scale=scale),
+    # only differences within a group count
+    for scale in ("group", "none"):
+        assert torch.allclose(group_advantages(r + shift, 4, scale=scale),
+                              group_advantages(r, 4, scale=scale),
                               atol=1e-4)
     # the batch std sees the shifts between groups, so only a common shift leaves it unchanged
     assert torch.allclose(group_advantages(r + 7.0, 4, scale="batch"), group_advantages(r, 4, scale="batch"),
                           atol=1e-4)
-    assert not torch.allclose(group_advantages(r + shift, 4, scale="batch"), group_advantages(r, 4, scale="batch"),
+    assert not torch.allclose(group_advantages(r + shift, 4, scale="batch"),
+                              group_advantages(r, 4, scale="batch"),
                               atol=1e-4)
     # group scale ignores the reward scale (up to eps); none scales with it
     assert torch.allclose(group_advantages(3 * r, 4), group_advantages(r, 4), atol=1e-3)
@@ -139,7 +145,8 @@ def test_rloo_advantages_invariants():
     assert torch.allclose(adv.sum(1), torch.zeros(6), atol=1e-5)         # sums to zero in every group
     # without unscorable rows, RLOO = G/(G-1) × (r - group mean), the Dr. GRPO advantage rescaled
     clean = _rewards(seed=6)
-    assert torch.allclose(rloo_advantages(clean, 4), 4 / 3 * group_advantages(clean, 4, scale="none"), atol=1e-6)
+    assert torch.allclose(rloo_advantages(clean, 4), 4 / 3 * group_advantages(clean, 4, scale="none"),
+                          atol=1e-6)
     assert rloo_advantages(torch.tensor([1.0, 2.0]), 1).tolist() == [0.0, 0.0]
     with pytest.raises(ConfigError):
         rloo_advantages(torch.zeros(7), 2)
@@ -218,7 +225,8 @@ def test_whiten_masked_statistics():
     g = torch.Generator().manual_seed(7)
     x = torch.randn(3, 5, generator=g) * 4 + 2
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
-    x_junk = torch.where(mask.bool(), x, 1e6)                            # junk outside the mask must not matter
+    # junk outside the mask must not matter
+    x_junk = torch.where(mask.bool(), x, 1e6)
     w = whiten(x_junk, mask)
     valid = w[mask.bool()]
     assert valid.mean().item() == pytest.approx(0.0, abs=1e-5)

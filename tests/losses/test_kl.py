@@ -1,4 +1,5 @@
-"""labkit.losses.kl: hand arithmetic, exact and Monte-Carlo checks on small categoricals, TRL's k3, invariants."""
+"""labkit.losses.kl: hand arithmetic, exact and Monte-Carlo checks on small categoricals, TRL's k3,
+invariants."""
 
 from __future__ import annotations
 
@@ -45,10 +46,12 @@ def test_exact_expectations_under_p():
     kl = _exact_kl(P, Q)
     assert float((P * kl_k1(lp, lq)).sum()) == pytest.approx(kl, rel=1e-9)
     assert float((P * kl_k3(lp, lq)).sum()) == pytest.approx(kl, rel=1e-6)
-    assert float((P * kl_k2(lp, lq)).sum()) == pytest.approx(kl, rel=0.02)      # close distributions: small bias
+    # close distributions: small bias
+    assert float((P * kl_k2(lp, lq)).sum()) == pytest.approx(kl, rel=0.02)
     far = torch.tensor([0.05, 0.05, 0.1, 0.8], dtype=torch.float64)
     bias_far = abs(float((P * kl_k2(lp, far.log())).sum()) - _exact_kl(P, far)) / _exact_kl(P, far)
-    assert bias_far > 0.1                                                        # ... and a large one far apart
+    # ... and a large one far apart
+    assert bias_far > 0.1
 
 
 def test_monte_carlo_means_match_exact_kl_and_k2_k3_have_lower_variance():
@@ -58,7 +61,8 @@ def test_monte_carlo_means_match_exact_kl_and_k2_k3_have_lower_variance():
     logp, ref = P.log()[x], Q.log()[x]
     kl = _exact_kl(P, Q)
     k = {kind: kl_estimate(logp, ref, kind) for kind in ("k1", "k2", "k3")}
-    for kind in ("k1", "k3"):                                                    # unbiased: within 4 std errors
+    # unbiased: within 4 std errors
+    for kind in ("k1", "k3"):
         se = k[kind].std().item() / math.sqrt(n)
         assert abs(k[kind].mean().item() - kl) < 4 * se, kind
     assert k["k2"].mean().item() == pytest.approx(kl, rel=0.05)
@@ -67,7 +71,8 @@ def test_monte_carlo_means_match_exact_kl_and_k2_k3_have_lower_variance():
 
 def test_k3_is_trls_grpo_kl_term():
     g = torch.Generator().manual_seed(2)
-    per_token_logps, ref_per_token_logps = -torch.rand(4, 6, generator=g) * 5, -torch.rand(4, 6, generator=g) * 5
+    per_token_logps, ref_per_token_logps = -torch.rand(4, 6, generator=g) * 5, -torch.rand(4, 6,
+                                                                                           generator=g) * 5
     # trl/trainer/grpo_trainer.py:3099-3101 (TRL 1.16), reproduced
     trl = torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1
     assert torch.allclose(kl_k3(per_token_logps, ref_per_token_logps), trl)

@@ -2,8 +2,8 @@
 
 Parity: `GRPOTrainer._compute_loss` and `RLOOTrainer._compute_loss` are called unbound on an `object.__new__`
 instance carrying the attributes they read, with `_get_per_token_logps_and_entropies` replaced by a function
-that returns our log-prob tensor, so TRL's own loss code runs on the same tensors, gradients included. TRL 1.16
-has no PPO trainer, so the PPO losses are checked by hand arithmetic and invariants only.
+that returns our log-prob tensor, so TRL's own loss code runs on the same tensors, gradients included. TRL
+1.16 has no PPO trainer, so the PPO losses are checked by hand arithmetic and invariants only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ TOL = dict(rel=1e-5, abs=1e-6)
 
 
 def _batch(b: int = 4, t: int = 6, seed: int = 0, spread: float = 0.3):
-    """Random completion log-probs [B, T] (policy, old, reference), ragged right-padded mask, advantages [B]."""
+    """Random completion log-probs [B, T] (policy, old, reference), ragged right-padded mask,
+    advantages [B]."""
     g = torch.Generator().manual_seed(seed)
     logp = -(torch.rand(b, t, generator=g) * 3 + 0.05)
     old = logp + spread * torch.randn(b, t, generator=g)                 # ratios up to e^{±0.9}: some clip
@@ -43,7 +44,8 @@ def _batch(b: int = 4, t: int = 6, seed: int = 0, spread: float = 0.3):
 def test_masked_mean_hand_computed():
     x = torch.tensor([[1.0, 2.0, float("nan")], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    assert masked_mean(x, mask).item() == pytest.approx((1 + 2 + 4) / 3)   # the NaN is masked out, not multiplied
+    # the NaN is masked out, not multiplied
+    assert masked_mean(x, mask).item() == pytest.approx((1 + 2 + 4) / 3)
     assert masked_mean(x, mask, dim=1).tolist() == pytest.approx([1.5, 4.0])
     assert masked_mean(x, torch.zeros_like(mask), dim=1).tolist() == [0.0, 0.0]
 
@@ -119,13 +121,15 @@ def test_grpo_loss_hand_computed_each_aggregation():
     dapo, _ = grpo_loss(logp, None, adv, mask, loss_type="dapo")
     assert dapo.item() == pytest.approx((-3 + 2) / 4, **TOL)                         # sum / valid tokens
     dapo_acc, _ = grpo_loss(logp, None, adv, mask, loss_type="dapo", num_items=10)
-    assert dapo_acc.item() == pytest.approx((-3 + 2) / 10, **TOL)                    # sum / accumulated tokens
+    # sum / accumulated tokens
+    assert dapo_acc.item() == pytest.approx((-3 + 2) / 10, **TOL)
     bnpo, _ = grpo_loss(logp, None, adv, mask, loss_type="bnpo", num_items=10)
     assert bnpo.item() == pytest.approx((-3 + 2) / 4, **TOL)                         # bnpo: local count only
 
 
 def test_grpo_loss_hand_computed_clipping_and_kl():
-    # One row, two tokens, Â = 1, ε_low 0.2, ε_high 0.28 (clip-higher), β = 0.5, plain k3 (no ratio weighting).
+    # One row, two tokens, Â = 1, ε_low 0.2, ε_high 0.28 (clip-higher), β = 0.5,
+    # plain k3 (no ratio weighting).
     #   token 0: ratio 1.5 -> clipped at 1.28 -> -1.28;  token 1: ratio 0.5 -> -min(0.5, 0.8) = -0.5
     #   k3 with r = ref - logp: token 0 r = 0.1, token 1 r = -0.2: e^r - r - 1
     old = torch.tensor([[-1.0, -1.0]])
@@ -187,7 +191,8 @@ def test_grpo_loss_parity_with_trl_compute_loss(loss_type, beta, on_policy):
     for eps_high, bias_correction, num_items in ((None, True, None), (0.28, False, 37)):
         n_items = int(mask.sum()) if num_items is None else num_items
         logp_trl = logp0.clone().requires_grad_(True)
-        trl_loss, trl_m = _trl_grpo(logp_trl, old, ref, mask, adv, loss_type=loss_type, beta=beta, epsilon=0.2,
+        trl_loss, trl_m = _trl_grpo(logp_trl, old, ref, mask, adv, loss_type=loss_type, beta=beta,
+                                    epsilon=0.2,
                                     epsilon_high=eps_high, max_len=9, num_items=n_items,
                                     bias_correction=bias_correction)
         logp = logp0.clone().requires_grad_(True)
@@ -199,11 +204,13 @@ def test_grpo_loss_parity_with_trl_compute_loss(loss_type, beta, on_policy):
         trl_loss.backward()
         ours.backward()
         assert torch.allclose(logp.grad, logp_trl.grad, atol=1e-6, rtol=1e-5), case
-        for name in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean") + (("kl",) if beta
+        for name in ("clip_ratio/low_mean", "clip_ratio/high_mean",
+                     "clip_ratio/region_mean") + (("kl",) if beta
                                                                                                   else ()):
             assert m[name] == pytest.approx(trl_m[name], **TOL), (case, name)
         if not on_policy and loss_type == "grpo" and eps_high is None:
-            assert m["clip_ratio/region_mean"] > 0                       # the off-policy batch does clip something
+            # the off-policy batch does clip something
+            assert m["clip_ratio/region_mean"] > 0
 
 
 # ---------------------------------------------------------------- GRPO: invariants
@@ -217,7 +224,8 @@ def test_grpo_ratio_one_no_clipping(loss_type):
     if loss_type == "grpo":
         assert loss.item() == pytest.approx(-adv.mean().item(), **TOL)
     loss_on, _ = grpo_loss(logp, None, adv, mask, loss_type=loss_type, max_completion_length=6)
-    assert loss_on.item() == pytest.approx(loss.item(), **TOL)          # old_logp None is the same as old == logp
+    # old_logp None is the same as old == logp
+    assert loss_on.item() == pytest.approx(loss.item(), **TOL)
 
 
 def test_grpo_on_policy_gradient_is_policy_gradient():

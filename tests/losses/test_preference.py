@@ -1,9 +1,9 @@
 """labkit.losses.preference: hand arithmetic, parity with TRL 1.16's loss code, invariants.
 
 Parity: CPOTrainer.cpo_loss (sigmoid/cDPO, hinge, ipo, simpo) and ORPOTrainer.odds_ratio_loss are called
-directly on an `object.__new__` instance carrying the few attributes they read. DPOTrainer and KTOTrainer compute
-their losses inline in `_compute_loss` (model forward included), so those expressions are reproduced here with the
-file and line they come from.
+directly on an `object.__new__` instance carrying the few attributes they read. DPOTrainer and KTOTrainer
+compute their losses inline in `_compute_loss` (model forward included), so those expressions are reproduced
+here with the file and line they come from.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def test_dpo_parity_with_trl_sigmoid_and_cdpo():
         # trl/trainer/dpo_trainer.py:1350-1351, 1387-1388 (sigmoid, reverse KL) and 1528 (.mean())
         delta = (pc - rc) - (pr - rr)
         trl_dpo = (-F.logsigmoid(beta * delta)).mean() if eps == 0 else None
-        # Direct call: CPOTrainer.cpo_loss "sigmoid" is -(1-ε)logσ(βx) - ε logσ(-βx), x = its chosen - rejected
-        # arguments; fed the log-ratios it is exactly cDPO (and DPO at ε = 0).
+        # Direct call: CPOTrainer.cpo_loss "sigmoid" is -(1-ε)logσ(βx) - ε logσ(-βx), x = its chosen -
+        # rejected arguments; fed the log-ratios it is exactly cDPO (and DPO at ε = 0).
         trl_cpo, _, _ = _cpo("sigmoid", beta, eps).cpo_loss(pc - rc, pr - rr)
         ours, m = dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=eps)
         assert ours.item() == pytest.approx(trl_cpo.mean().item(), **TOL)
@@ -111,7 +111,8 @@ def test_robust_dpo_rejects_bad_smoothing_and_reduces_to_dpo():
     pc, pr, rc, rr = _logps()
     with pytest.raises(ValueError, match="label_smoothing"):
         dpo_loss(pc, pr, rc, rr, label_smoothing=0.5, robust=True)
-    assert dpo_loss(pc, pr, rc, rr, robust=True)[0].item() == pytest.approx(dpo_loss(pc, pr, rc, rr)[0].item(), **TOL)
+    assert dpo_loss(pc, pr, rc, rr,
+                    robust=True)[0].item() == pytest.approx(dpo_loss(pc, pr, rc, rr)[0].item(), **TOL)
 
 
 # ---------------------------------------------------------------- hinge (SLiC)
@@ -172,7 +173,8 @@ def test_ipo_parity_with_trl():
     pc, pr, rc, rr = pc_sum / n_c, pr_sum / n_r, rc_sum / n_c, rr_sum / n_r   # average log-probs
     trl_cpo, _, _ = _cpo("ipo", beta).cpo_loss(pc - rc, pr - rr)                 # direct call
     ours = ipo_loss(pc, pr, rc, rr, beta=beta)[0].item()
-    assert ours == pytest.approx(trl_dpo.item(), **TOL) and ours == pytest.approx(trl_cpo.mean().item(), **TOL)
+    assert ours == pytest.approx(trl_dpo.item(), **TOL) and ours == pytest.approx(trl_cpo.mean().item(),
+                                                                                  **TOL)
 
 
 # ---------------------------------------------------------------- SimPO
@@ -233,7 +235,8 @@ def test_orpo_parity_with_trl():
     t.beta, t.accelerator = 0.25, SimpleNamespace(device=torch.device("cpu"))
     losses, ch, rj, ratio, log_odds = t.odds_ratio_loss(pc, pr)        # direct call
     ours, m = orpo_loss(pc, pr, beta=0.25)
-    # ORPOTrainer: loss = policy_nll_loss - losses.mean() (orpo_trainer.py:848), so the OR term is -losses.mean()
+    # ORPOTrainer: loss = policy_nll_loss - losses.mean() (orpo_trainer.py:848),
+    # so the OR term is -losses.mean()
     assert ours.item() == pytest.approx(-losses.mean().item(), **TOL)
     assert m["log_odds_ratio"] == pytest.approx(ratio.item(), **TOL)
     assert m["log_odds_chosen"] == pytest.approx(log_odds.item(), **TOL)
@@ -253,7 +256,8 @@ def test_orpo_gradient_direction():
 
 
 def _kto_trl(pc, pr, rc, rr, kl_p, kl_r, beta, wd, wu):
-    """trl/trainer/kto_trainer.py:1442-1482 and 1548, reproduced (inline in KTOTrainer._compute_loss, one process)."""
+    """trl/trainer/kto_trainer.py:1442-1482 and 1548, reproduced (inline in KTOTrainer._compute_loss,
+    one process)."""
     kl = (kl_p - kl_r).mean().detach().clamp(min=0)
     chosen_losses = 1 - F.sigmoid(beta * ((pc - rc) - kl))
     rejected_losses = 1 - F.sigmoid(beta * (kl - (pr - rr)))

@@ -1,4 +1,5 @@
-"""labkit.losses.reward: hand arithmetic, parity with TRL's RewardTrainer.compute_loss (called directly), invariants."""
+"""labkit.losses.reward: hand arithmetic, parity with TRL's RewardTrainer.compute_loss (called directly),
+invariants."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ TOL = dict(rel=1e-5, abs=1e-5)
 
 
 def _trl_reward_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None):
-    """Call trl.RewardTrainer.compute_loss on a bare instance whose 'model' returns the given rewards as logits."""
+    """Call trl.RewardTrainer.compute_loss on a bare instance whose 'model' returns the given rewards as
+    logits."""
     from trl import RewardTrainer
 
     class _Model:

@@ -36,7 +36,8 @@ def test_fully_masked_batch_is_zero_not_nan():
 def test_num_items_normalises_across_accumulation():
     logits, labels = torch.randn(1, 6, 9), torch.randint(0, 9, (1, 6))
     per_batch, _ = sft_loss(logits, labels)
-    assert sft_loss(logits, labels, num_items=10)[0].item() == pytest.approx(per_batch.item() * 5 / 10, rel=1e-6)
+    assert sft_loss(logits, labels, num_items=10)[0].item() == pytest.approx(per_batch.item() * 5 / 10,
+                                                                             rel=1e-6)
 
 
 @pytest.mark.parametrize("padding_free", [False, True])

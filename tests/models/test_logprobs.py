@@ -50,4 +50,5 @@ def test_masked_logps_batches_sorted_and_padded_equal_one_at_a_time(tiny):
         x = torch.tensor([seq])
         with torch.no_grad():
             lp = model(x).logits.log_softmax(-1)[0, :-1].gather(-1, x[0, 1:, None])[:, 0]
-        assert n == sum(mask[1:]) and total == pytest.approx(float((lp * torch.tensor(mask[1:])).sum()), abs=1e-4)
+        assert n == sum(mask[1:]) and total == pytest.approx(float((lp * torch.tensor(mask[1:])).sum()),
+                                                             abs=1e-4)

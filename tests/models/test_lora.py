@@ -14,7 +14,8 @@ QV = ["q_proj", "v_proj"]
 
 
 def _peft(model, name: str = "cats", seed: int = 1, r: int = 4, targets=QV):
-    """Wrap `model` with a LoRA whose B is random (not PEFT's zero init), so the adapter changes the output."""
+    """Wrap `model` with a LoRA whose B is random (not PEFT's zero init),
+    so the adapter changes the output."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -26,7 +27,8 @@ def _add(peft_model, name: str, seed: int, r: int = 4, targets=QV):
     from peft import LoraConfig
 
     torch.manual_seed(seed)
-    peft_model.add_adapter(name, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, init_lora_weights=False))
+    peft_model.add_adapter(name,
+                           LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, init_lora_weights=False))
 
 
 def _ids(n: int = 10) -> torch.Tensor:
@@ -38,7 +40,7 @@ def _base_logits(pm, ids):
         return L._logits(pm, ids)
 
 
-# --- LoRA maths ------------------------------------------------------------------------------------------------
+# --- LoRA maths ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("targets", [QV, "all-linear"])
 def test_param_count_is_sum_of_r_in_plus_out(tiny, targets):
@@ -83,7 +85,7 @@ def test_memory_estimate_arithmetic():
         L.memory_estimate(1000, 10, "half")
 
 
-# --- merge -----------------------------------------------------------------------------------------------------
+# --- merge --------------------------------------------------------------------------------------------------
 
 def test_merge_check_fp32_including_reload(tiny, tmp_path):
     pm = _peft(tiny[0])
@@ -166,7 +168,7 @@ def test_merge_check_threshold_follows_lower_precision_adapters(tiny):
     assert L.merge_safety_check(pm, _ids(), threshold=1e-9).threshold == 1e-9  # an explicit threshold wins
 
 
-# --- scaling ---------------------------------------------------------------------------------------------------
+# --- scaling ------------------------------------------------------------------------------------------------
 
 def test_scale_zero_is_base_one_is_adapter_and_idempotent(tiny):
     pm = _peft(tiny[0])
@@ -187,7 +189,7 @@ def test_scale_zero_is_base_one_is_adapter_and_idempotent(tiny):
         L.scale_adapter(pm, 1.0, adapter="missing")
 
 
-# --- blending --------------------------------------------------------------------------------------------------
+# --- blending -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["linear", "ties"])
 def test_blend_makes_a_new_active_adapter_unlike_its_parents(tiny, method):
@@ -225,7 +227,7 @@ def test_blend_validation_names_the_bad_field(tiny):
     assert L.blend(pm, ["cats", "wide"], [1, 1], method="cat") == "cat_cats_wide"
 
 
-# --- side by side ----------------------------------------------------------------------------------------------
+# --- side by side -------------------------------------------------------------------------------------------
 
 def test_compare_adapters_one_row_per_prompt_one_column_per_adapter(tiny):
     model, tok = tiny
@@ -242,7 +244,7 @@ def test_compare_adapters_one_row_per_prompt_one_column_per_adapter(tiny):
         L.compare_adapters(pm, tok, ["Hi"], ["cats", "cats"], max_new_tokens=2)
 
 
-# --- export ----------------------------------------------------------------------------------------------------
+# --- export -------------------------------------------------------------------------------------------------
 
 def test_export_merged_reloads_and_refuses_non_empty_dir(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
@@ -279,7 +281,7 @@ def test_export_merged_is_atomic_when_saving_fails(tiny, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-# --- 4-bit (QLoRA) base ----------------------------------------------------------------------------------------
+# --- 4-bit (QLoRA) base -------------------------------------------------------------------------------------
 
 def test_merge_check_on_4bit_base_reports_rounding_error(tiny, tmp_path):
     pytest.importorskip("bitsandbytes")

@@ -1,4 +1,5 @@
-"""Chain-of-thought data: hand-checked worked solutions, every sample row verifies, and the step checker catches errors."""
+"""Chain-of-thought data: hand-checked worked solutions, every sample row verifies,
+and the step checker catches errors."""
 
 from __future__ import annotations
 
@@ -64,19 +65,22 @@ def test_every_arithmetic_prompt_gets_a_verified_reply_with_its_answer():
         assert verify_steps(reply["content"])["all_correct"], reply["content"]
         assert extract_number(reply["content"]) == row["answer"] == out["answer"]
         assert out["split"] == row["split"] and out["expression"] == row["expression"]
-    assert {len(r["messages"][1]["content"].splitlines()) for r in cot} == {2, 3, 4}  # 1-3 steps + answer line
+    # 1-3 steps + answer line
+    assert {len(r["messages"][1]["content"].splitlines()) for r in cot} == {2, 3, 4}
 
 
 def test_cot_rows_are_valid_conversational_sft_data(tokenizer):
     rows = build_cot_rows(load_sample("arithmetic_prompts")[:20])
-    assert validate_rows(rows, None, source="cot", tokenizer=tokenizer, max_length=256).value == "conversational"
+    assert validate_rows(rows, None, source="cot", tokenizer=tokenizer,
+                         max_length=256).value == "conversational"
 
 
 def test_verify_steps_catches_a_planted_wrong_step():
     good = cot_reply("47 + 38").splitlines()
     planted = "\n".join([good[0], "7 + 8 = 16", "70 + 16 = 86", "#### 86"])
     check = verify_steps(planted)
-    assert check == {"steps": 3, "correct_steps": 2, "all_correct": False, "first_error": "7 + 8 = 16 (is 15)"}
+    assert check == {"steps": 3, "correct_steps": 2, "all_correct": False,
+                     "first_error": "7 + 8 = 16 (is 15)"}
     # a right process with a wrong answer line passes the step check: that is the outcome check's job
     assert verify_steps("\n".join([*good[:-1], "#### 58"]))["all_correct"]
 

@@ -1,4 +1,5 @@
-"""Self-reflection traces: the check line is computed from the problem, only wrong attempts become rows, sampling works."""
+"""Self-reflection traces: the check line is computed from the problem, only wrong attempts become rows,
+sampling works."""
 
 from __future__ import annotations
 
@@ -60,11 +61,13 @@ def test_rows_come_from_wrong_attempts_only_deduplicated():
         attempt("Add 40 and 14.", "No idea.", False),
     ]
     rows = build_reflection_rows(attempts)
-    assert [r["messages"][0]["content"] for r in rows] == ["Add 40 and 14.", "What is 40 + 14?", "Add 40 and 14."]
+    assert [r["messages"][0]["content"] for r in rows] == ["Add 40 and 14.", "What is 40 + 14?",
+                                                           "Add 40 and 14."]
     assert [r["extracted"] for r in rows] == ["51", "51", None]
     assert all(r["answer"] == "54" and extract_number(r["messages"][1]["content"]) == "54" for r in rows)
     stats = attempt_stats(attempts)
-    assert stats == {"attempts": 5, "correct": 1, "wrong": 4, "no_number": 1, "unique_wrong": 3, "accuracy": 0.2}
+    assert stats == {"attempts": 5, "correct": 1, "wrong": 4, "no_number": 1, "unique_wrong": 3,
+                     "accuracy": 0.2}
 
 
 def test_turns_style_trains_on_the_correction_only(tokenizer):
@@ -94,7 +97,8 @@ def test_collect_attempts_samples_k_per_row_and_verifies_them(tiny):
     attempts = collect_attempts(model, tok, rows, k=3, max_new_tokens=6, temperature=1.0, seed=0)
     assert len(attempts) == 6
     assert [a["prompt"] for a in attempts] == [rows[0]["prompt"]] * 3 + [rows[1]["prompt"]] * 3
-    assert all(a["expression"] == rows[i // 3]["expression"] and a["split"] == "train" for i, a in enumerate(attempts))
+    assert all(a["expression"] == rows[i // 3]["expression"] and a["split"] == "train"
+               for i, a in enumerate(attempts))
     assert all(a["attempt"] and not a["correct"] for a in attempts)  # a random model never answers right
     assert len({a["attempt"] for a in attempts}) > 1                 # sampled, not greedy
     again = collect_attempts(model, tok, rows, k=3, max_new_tokens=6, temperature=1.0, seed=0)

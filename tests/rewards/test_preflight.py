@@ -1,4 +1,5 @@
-"""RL pre-flight checks: each failure is provoked once and its message must say what is wrong and what to do."""
+"""RL pre-flight checks: each failure is provoked once and its message must say what is wrong and what to
+do."""
 
 import math
 
@@ -18,7 +19,8 @@ from labkit.rewards import (
 )
 from labkit.rewards.preflight import template_framing
 
-MESSAGES = [[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in [(2, 2), (3, 4), (10, 5), (7, 1)]]
+MESSAGES = [[{"role": "user", "content": f"What is {a} + {b}?"}]
+            for a, b in [(2, 2), (3, 4), (10, 5), (7, 1)]]
 ANSWERS = ["4", "7", "15", "8"]
 
 
@@ -95,7 +97,8 @@ def test_reward_output_wrong_length():
     with pytest.raises(PreflightError) as err:
         check_reward_output(correctness, [1.0, 0.0], 4)
     assert err.value.check == "reward_output"
-    assert "'correctness'" in str(err.value) and "length 2" in str(err.value) and "expected 4" in str(err.value)
+    assert ("'correctness'" in str(err.value) and "length 2" in str(err.value)
+            and "expected 4" in str(err.value))
 
 
 def test_reward_output_a_string():
@@ -287,7 +290,8 @@ def test_preflight_weights_enter_the_total(chatty):
 
     # by_length weighted 0 leaves a constant total: no variance, whatever by_length says.
     with pytest.raises(PreflightError, match="reward_variance"):
-        preflight(model, tok, MESSAGES, [constant, by_length], reward_weights=[1.0, 0.0], max_completion_length=8)
+        preflight(model, tok, MESSAGES, [constant, by_length], reward_weights=[1.0, 0.0],
+                  max_completion_length=8)
     report = preflight(model, tok, MESSAGES, [constant, by_length], reward_weights=[1.0, 1.0],
                        max_completion_length=8)
     assert report.reward_mean > 1.0

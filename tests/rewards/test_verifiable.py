@@ -1,4 +1,5 @@
-"""Verifiable rewards: answer extraction edge cases, each reward in TRL's protocol, the registry and playground."""
+"""Verifiable rewards: answer extraction edge cases, each reward in TRL's protocol,
+the registry and playground."""
 
 import pickle
 from functools import partial

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -22,7 +23,8 @@ def cfg(tiny_model_dir, tmp_path, **kw) -> PreferenceConfig:
 
 
 @pytest.mark.parametrize("method", pref.METHODS)
-def test_every_method_trains_the_adapter_and_reports_heldout_metrics(method, tiny_model_dir, tmp_path):
+def test_every_method_trains_the_adapter_and_reports_heldout_metrics(method, tiny_model_dir, tmp_path, weights_before,
+                                                                     assert_trained):
     from labkit.dash import PREFERENCE_PANELS, LiveDashboard
 
     dash = LiveDashboard(PREFERENCE_PANELS, title=method)
@@ -33,14 +35,14 @@ def test_every_method_trains_the_adapter_and_reports_heldout_metrics(method, tin
             "eval heldout/kl"} <= drawn
     assert ("rewards/accuracies" in drawn) == (method != "kto") and ("kl" in drawn) == (method == "kto")
     m = result.metrics
-    assert m["method"] == method and m["steps"] == 2 and m["train_loss"] == m["train_loss"]
+    assert m["method"] == method and m["steps"] == 2 and math.isfinite(m["train_loss"])
     # Before training the policy is its own reference: KL is zero and every score is the reference's.
     assert m["before"]["kl"] == 0.0 and 0.0 <= m["before"]["preference_accuracy"] <= 1.0
     assert {"preference_accuracy", "preference_accuracy_avg", "implicit_reward_accuracy", "kl"} <= set(m["after"])
     assert {k for k in m["after"] if k.startswith("accuracy/")} == {"accuracy/guess", "accuracy/padded",
                                                                      "accuracy/slip"}
-    trainable = [n for n, p in result.model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)
+    snap = assert_trained(weights_before, result.model)  # every LoRA tensor moved, every base weight did not
+    assert all("lora_" in n for n in snap.trainable)
     assert (result.adapter_dir / "adapter_config.json").exists()
     events = read_jsonl(result.log_path)
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]
@@ -49,12 +51,13 @@ def test_every_method_trains_the_adapter_and_reports_heldout_metrics(method, tin
     assert json.loads((result.output_dir / "result.json").read_text())["metrics"]["method"] == method
 
 
-def test_the_trained_policy_moves_away_from_its_reference(tiny_model_dir, tmp_path):
+def test_the_trained_policy_moves_away_from_its_reference(tiny_model_dir, tmp_path, weights_before, assert_trained):
     result = pref.train(cfg(tiny_model_dir, tmp_path, method="dpo", learning_rate=5e-2, max_steps=3))
+    assert_trained(weights_before, result.model)
     margins = [(p["margin_before"], p["margin_after"]) for p in result.samples]
     assert margins and any(abs(a - b) > 1e-4 for a, b in margins)
     # Disabling the adapter gives back the reference exactly: its margins are the "before" ones.
-    from labkit.eval.preference import pair_logps
+    from labkit.metrics.preference import pair_logps
     from labkit.models.loading import load_tokenizer
 
     rows = [r for r in _heldout()][: len(margins)]
@@ -133,7 +136,7 @@ def test_reference_is_scored_up_front_only_when_the_run_sees_more_pairs_than_the
 def test_kl_is_zero_for_the_reference_and_positive_after_a_change(tiny):
     from peft import get_peft_model
 
-    from labkit.eval.kl import sampled_kl
+    from labkit.metrics.kl import sampled_kl
     from labkit.models.adapters import lora_config
 
     model, tok = tiny

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -21,47 +22,24 @@ def cfg(tiny_model_dir, tmp_path, **kw) -> SFTConfig:
     return SFTConfig.from_preset("cpu-smoke", **{**base, **kw})
 
 
-@pytest.fixture
-def snapshot(monkeypatch):
-    """Capture the model train() builds and a copy of its parameters before any step."""
-    from labkit.models import adapters
-
-    seen, real = {}, adapters.load_for_training
-
-    def wrapped(*a, **k):
-        model, tok, info = real(*a, **k)
-        seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-        seen["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
-        return model, tok, info
-
-    # The stage imports load_for_training at call time, so patching the module attribute is enough.
-    monkeypatch.setattr(adapters, "load_for_training", wrapped)
-    return seen
-
-
-def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, snapshot):
+def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, weights_before, assert_trained):
     result = sft_stage.train(cfg(tiny_model_dir, tmp_path, method="lora"))
-    after = dict(result.model.named_parameters())
-    trainable = snapshot["trainable"]
-    assert trainable and all("lora_" in n for n in trainable)
-    for name, before in snapshot["before"].items():
-        changed = not torch.equal(before, after[name].detach())
-        assert changed == (name in trainable), f"{name}: changed={changed}, trainable={name in trainable}"
+    snap = assert_trained(weights_before, result.model)  # every LoRA tensor moved, every base weight did not
+    assert all("lora_" in n for n in snap.trainable)
     assert (result.adapter_dir / "adapter_config.json").exists()
     m = result.metrics
-    assert m["steps"] == 3 and m["train_loss"] == m["train_loss"]  # finite
+    assert m["steps"] == 3 and math.isfinite(m["train_loss"])
     assert {"probe_loss", "format_accuracy"} <= set(m["before"]) and "eval_loss" in m["after"]
     steps = [e for e in read_jsonl(result.log_path) if e["event"] == "step"]
-    assert [e["step"] for e in steps] == [1, 2, 3] and all(e["loss"] > 0 for e in steps)
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(math.isfinite(e["loss"]) and e["loss"] > 0 for e in steps)
     assert json.loads((result.output_dir / "result.json").read_text())["metrics"]["steps"] == 3
 
 
-def test_full_sft_changes_base_weights(tiny_model_dir, tmp_path, snapshot):
+def test_full_sft_changes_base_weights(tiny_model_dir, tmp_path, weights_before, assert_trained):
     result = sft_stage.train(cfg(tiny_model_dir, tmp_path, method="full"))
-    after = dict(result.model.named_parameters())
-    changed = [n for n, b in snapshot["before"].items() if not torch.equal(b, after[n].detach())]
-    assert "model.layers.0.self_attn.q_proj.weight" in changed
-    assert len(changed) == len(snapshot["before"])  # every weight moves under full fine-tuning
+    # Every weight is trainable under full fine-tuning, and every one moves.
+    snap = assert_trained(weights_before, result.model, frozen=False)
+    assert not snap.frozen and "model.layers.0.self_attn.q_proj.weight" in snap.trainable
     assert (result.output_dir / "model" / "model.safetensors").exists()
 
 
@@ -76,14 +54,17 @@ class Kill:
             raise KeyboardInterrupt(f"killed at step {step}")
 
 
-def test_resume_gives_the_same_loss_curve(tiny_model_dir, tmp_path):
+def test_resume_gives_the_same_loss_curve(tiny_model_dir, tmp_path, weights_before, assert_trained):
     straight = sft_stage.train(cfg(tiny_model_dir, tmp_path / "a", max_steps=6, save_every=3))
+    assert_trained(weights_before, straight.model)
     ref = {e["step"]: e["loss"] for e in read_jsonl(straight.log_path) if e["event"] == "step"}
 
     c = cfg(tiny_model_dir, tmp_path / "b", max_steps=6, save_every=3)
     with pytest.raises(KeyboardInterrupt):
         sft_stage.train(c, callbacks=[Kill(at=5)])
     resumed = sft_stage.train(c.replace(resume=True))
+    # Snapshotted as loaded, before the checkpoint's adapter is restored: the base stays, the adapter moved.
+    assert_trained(weights_before, resumed.model)
     got = {e["step"]: e["loss"] for e in read_jsonl(resumed.log_path) if e["event"] == "step"}  # last wins
     assert sorted(got) == [1, 2, 3, 4, 5, 6]
     for step in range(1, 7):
@@ -182,7 +163,8 @@ def test_compact_loss_equals_trl_loss_and_gradients(tiny, tmp_path):
         torch.testing.assert_close(grads["labkit"][1][n], g, rtol=1e-4, atol=1e-6)
 
 
-def test_packing_trains(tiny_model_dir, tmp_path):
+def test_packing_trains(tiny_model_dir, tmp_path, weights_before, assert_trained):
     result = sft_stage.train(cfg(tiny_model_dir, tmp_path, packing=True, max_length=128, n_eval=0))
     steps = [e for e in read_jsonl(result.log_path) if e["event"] == "step"]
-    assert len(steps) == 3 and all(e["loss"] == e["loss"] and e["loss"] > 0 for e in steps)
+    assert len(steps) == 3 and all(math.isfinite(e["loss"]) and e["loss"] > 0 for e in steps)
+    assert_trained(weights_before, result.model)

@@ -39,8 +39,8 @@ def sample_pool(policy, tok, prompts: Sequence[Any], *, n: int = 8, max_new_toke
 
 
 def score_pool(pool: list[list[dict]], reward_model, rm_tok, *, key: str = "reward") -> list[list[dict]]:
-    """Add each reply's reward under `reward_model` (labkit.stages.reward.score) as `key`."""
-    from labkit.stages.reward import score
+    """Add each reply's reward under `reward_model` (labkit.metrics.reward_model.score) as `key`."""
+    from labkit.metrics.reward_model import score
 
     flat = [s for group in pool for s in group]
     rewards = score(reward_model, rm_tok, [s["prompt"] for s in flat], [s["text"] for s in flat])

@@ -10,7 +10,8 @@ import torch
 from labkit.config import ReasoningConfig
 from labkit.data import read_jsonl
 from labkit.errors import ConfigError
-from labkit.reasoning.rejection import keep_verified, rejection_sampling, round_prompts
+from labkit.reasoning.rejection import keep_verified, round_prompts
+from labkit.stages.rejection import train as rejection_sampling
 
 
 def test_rounds_see_different_prompts_until_every_prompt_was_seen():

@@ -54,11 +54,11 @@ class GateResult:
         return self.passed
 
     def _repr_html_(self) -> str:
-        from labkit.eval.card import _html_table
+        from labkit.eval.card import html_table
 
         head = "<b style='color:#1a7f37'>gate passed</b>" if self.passed else \
             "<b style='color:#cf222e'>gate failed</b><ul>" + "".join(f"<li>{r}</li>" for r in self.reasons) + "</ul>"
-        return head + _html_table(self.checks)
+        return head + html_table(self.checks)
 
 
 @dataclasses.dataclass

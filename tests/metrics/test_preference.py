@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labkit.eval.preference import completion_logps, implicit_reward_accuracy, pair_logps, preference_accuracy
-from labkit.eval.reward_hacking import best_of_n_curve, final_number, length_slope
+from labkit.metrics.preference import completion_logps, implicit_reward_accuracy, pair_logps, preference_accuracy
+from labkit.metrics.reward_hacking import best_of_n_curve, final_number, length_slope
 from labkit.models.logprobs import IGNORE_INDEX
 
 pytestmark = pytest.mark.smoke
