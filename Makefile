@@ -2,9 +2,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup tour test test-slow lint samples clean-cache
+.PHONY: setup tour test test-slow lint samples clean-cache vllm-env
 setup:
 	@bash scripts/setup.sh
+
+# vLLM for CPU in its own venv (.venv-vllm): it pins an older transformers than labkit.
+vllm-env:
+	@bash scripts/setup_vllm.sh
 
 tour: setup
 	$(VENV)/bin/labkit tour

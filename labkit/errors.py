@@ -18,17 +18,24 @@ class ConfigError(LabkitError, ValueError):
 
 
 class DataError(LabkitError, ValueError):
-    """A dataset row is malformed. Names the source (file or dataset), the 0-based row and the field."""
+    """A dataset row is malformed. Names the source (file or dataset), the 0-based row and the field,
+    and for text files the 1-based line: "data.jsonl, row 2, field 'answer', line 4: ..."."""
 
-    def __init__(self, source: str, row: int | None, field: str | None, message: str):
+    def __init__(
+        self, source: str, row: int | None, field: str | None, message: str, *, line: int | None = None
+    ):
         self.source = source
         self.row = row
         self.field = field
+        self.line = line
+        self.message = message  # without the location, so a reader can re-raise it with a line number
         parts = [source]
         if row is not None:
             parts.append(f"row {row}")
         if field is not None:
             parts.append(f"field '{field}'")
+        if line is not None:
+            parts.append(f"line {line}")
         super().__init__(f"{', '.join(parts)}: {message}")
 
 

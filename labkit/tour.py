@@ -24,11 +24,15 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class TourContext:
+    """What the tour's stages share: the config, the report folder, the loaded model and tokenizer, and
+    each finished stage's metrics in `results` (by stage name)."""
+
     cfg: TourConfig
     out_dir: pathlib.Path
     model: Any = None
     tokenizer: Any = None
-    notebooks: list[pathlib.Path] = dataclasses.field(default_factory=list)  # cfg.notebooks, resolved up front
+    # cfg.notebooks, resolved up front
+    notebooks: list[pathlib.Path] = dataclasses.field(default_factory=list)
     results: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
@@ -82,7 +86,8 @@ def stage_setup(ctx: TourContext, report: Report) -> dict:
     mean_probe = sum(p["loss"] for p in probe) / len(probe)
     metrics = {"load_seconds": load_s, "generate_tokens_per_s": new_tokens / gen_s, "probe_loss": mean_probe,
                "format_accuracy": sum(format_ok(o.text) for o in outs) / len(outs),
-               "answer_accuracy": sum(extract_answer(o.text) == r["answer"] for r, o in zip(rows, outs)) / len(outs)}
+               "answer_accuracy": sum(extract_answer(o.text) == r["answer"]
+                                      for r, o in zip(rows, outs)) / len(outs)}
     report.metrics(metrics, caption="setup metrics")
     return metrics
 
@@ -100,8 +105,10 @@ def stage_sft(ctx: TourContext, report: Report) -> dict:
     report.section("SFT (LoRA)", f"{m['steps']} steps of LoRA SFT (r={cfg.lora_r}) via {m['backend']} on the "
                    "`#### n` answer format. Held-out questions are scored before and after; the forgetting "
                    "probe shows what the new skill cost.")
-    report.metrics({"format accuracy": f"{m['before']['format_accuracy']:.0%} → {m['after']['format_accuracy']:.0%}",
-                    "answer accuracy": f"{m['before']['answer_accuracy']:.0%} → {m['after']['answer_accuracy']:.0%}",
+    report.metrics({"format accuracy": f"{m['before']['format_accuracy']:.0%} → "
+                    f"{m['after']['format_accuracy']:.0%}",
+                    "answer accuracy": f"{m['before']['answer_accuracy']:.0%} → "
+                    f"{m['after']['answer_accuracy']:.0%}",
                     "probe loss": f"{m['before']['probe_loss']:.3f} → {m['after']['probe_loss']:.3f}",
                     "held-out eval loss": m["after"].get("eval_loss"), "train seconds": m["train_seconds"],
                     "tokens/s": m["tokens_per_s"], "trainable params": m["trainable_params"]})
@@ -121,13 +128,16 @@ def stage_reward(ctx: TourContext, report: Report) -> dict:
     from labkit.metrics.reward_model import expected_calibration_error
     from labkit.stages.reward import train
 
-    cfg = RewardConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, output_dir=str(ctx.out_dir / "reward"))
+    cfg = RewardConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model,
+                                   output_dir=str(ctx.out_dir / "reward"))
     result = train(cfg)
     m = result.metrics
     ece = expected_calibration_error(m["calibration"])
-    report.section("Reward model", f"LoRA reward model (TRL RewardTrainer, Bradley-Terry loss), {m['steps']} steps on "
-                   f"{m['pairs']} pairs. Held-out pairwise accuracy overall and per kind of rejected reply: `slip` "
-                   "(arithmetic slip), `guess` (bare wrong answer), `padded` (right answer in filler).")
+    report.section("Reward model",
+                   f"LoRA reward model (TRL RewardTrainer, Bradley-Terry loss), {m['steps']} steps on "
+                   f"{m['pairs']} pairs. Held-out pairwise accuracy overall and per kind of rejected "
+                   "reply: `slip` (arithmetic slip), `guess` (bare wrong answer), `padded` (right answer "
+                   "in filler).")
     report.metrics({"held-out accuracy": f"{m['before']['accuracy']:.0%} → {m['after']['accuracy']:.0%}",
                     **{k.replace("accuracy/", "accuracy, "): f"{v:.0%}" for k, v in m["after"].items()
                        if k.startswith("accuracy/")},
@@ -150,13 +160,16 @@ def stage_preference(ctx: TourContext, report: Report) -> dict:
     m = result.metrics
     b, a = m["before"], m["after"]
     report.section("Preference optimisation (DPO)",
-                   f"DPO (β={m['beta']}) with a LoRA adapter, {m['steps']} steps on {m['pairs']} correct-vs-wrong "
-                   "pairs; the reference is the base with the adapter off. Held-out preference accuracy: how often "
-                   "the policy gives the correct reply a higher log-probability than the wrong one.")
-    report.metrics({"held-out preference accuracy": f"{b['preference_accuracy']:.0%} → {a['preference_accuracy']:.0%}",
+                   f"DPO (β={m['beta']}) with a LoRA adapter, {m['steps']} steps on {m['pairs']} "
+                   "correct-vs-wrong pairs; the reference is the base with the adapter off. Held-out "
+                   "preference accuracy: how often the policy gives the correct reply a higher "
+                   "log-probability than the wrong one.")
+    report.metrics({"held-out preference accuracy": f"{b['preference_accuracy']:.0%} → "
+                    f"{a['preference_accuracy']:.0%}",
                     **{k.replace("accuracy/", "accuracy, "): f"{b[k]:.0%} → {a[k]:.0%}" for k in a
                        if k.startswith("accuracy/")},
-                    "implicit-reward accuracy": a["implicit_reward_accuracy"], "KL to reference (nats)": a["kl"],
+                    "implicit-reward accuracy": a["implicit_reward_accuracy"],
+                    "KL to reference (nats)": a["kl"],
                     "train seconds": m["train_seconds"]})
     report.figure(loss_curve(result.log_path, title="DPO training loss"))
     return {"dpo_accuracy_before": b["preference_accuracy"], "dpo_accuracy_after": a["preference_accuracy"],
@@ -164,7 +177,8 @@ def stage_preference(ctx: TourContext, report: Report) -> dict:
 
 
 def stage_rl(ctx: TourContext, report: Report) -> dict:
-    """GRPO from verifiable rewards on the arithmetic prompts: pre-flight, held-out accuracy, the RL signals."""
+    """GRPO from verifiable rewards on the arithmetic prompts: pre-flight, held-out accuracy,
+    the RL signals."""
     from labkit.config import RLConfig
     from labkit.dash.rl import accuracy_vs_time, rl_curves, rollout_html
     from labkit.stages.grpo import train
@@ -174,10 +188,11 @@ def stage_rl(ctx: TourContext, report: Report) -> dict:
     m = result.metrics
     b, a, pre = m["before"], m["after"], m["preflight"] or {}
     report.section("RL from verifiable rewards (GRPO)",
-                   f"GRPO ({cfg.loss_type}) with a LoRA adapter: {m['steps']} steps, {cfg.prompts_per_step} prompts × "
-                   f"{cfg.num_generations} sampled answers each, rewarded by code ({', '.join(m['rewards'])}). "
-                   "Pre-flight sampled a probe batch first: reward signal, truncation and group variance were "
-                   "checked before any step. Held-out accuracy is greedy, on arithmetic questions never trained on.")
+                   f"GRPO ({cfg.loss_type}) with a LoRA adapter: {m['steps']} steps, {cfg.prompts_per_step} "
+                   f"prompts × {cfg.num_generations} sampled answers each, rewarded by code "
+                   f"({', '.join(m['rewards'])}). Pre-flight sampled a probe batch first: reward signal, "
+                   "truncation and group variance were checked before any step. Held-out accuracy is greedy, "
+                   "on arithmetic questions never trained on.")
     report.metrics({"held-out accuracy": f"{b['accuracy']:.0%} → {a['accuracy']:.0%}",
                     "answer length (tokens)": f"{b['mean_length']:.0f} → {a['mean_length']:.0f}",
                     "pre-flight reward mean": pre.get("reward_mean"),
@@ -193,7 +208,8 @@ def stage_rl(ctx: TourContext, report: Report) -> dict:
 
 
 def stage_eval(ctx: TourContext, report: Report) -> dict:
-    """The eval suite on the base model and on the SFT adapter: two cards, their comparison and the default gate."""
+    """The eval suite on the base model and on the SFT adapter: two cards,
+    their comparison and the default gate."""
     from labkit.config import EvalConfig
     from labkit.eval.card import compare, comparison_figure, evaluate
     from labkit.eval.gates import DEFAULT_GATE
@@ -207,22 +223,25 @@ def stage_eval(ctx: TourContext, report: Report) -> dict:
     rows = compare(base, tuned, n_boot=cfg.bootstrap, seed=cfg.seed)
     gate = DEFAULT_GATE.check(tuned, baseline=base, n_boot=cfg.bootstrap, seed=cfg.seed)
     report.section("Evaluation suite",
-                   f"Every eval task on the base model and on the SFT adapter, {cfg.limit or 'all'} rows each from the "
-                   f"offline fixtures ({cfg.source}). HumanEval programs ran in labkit's sandbox. The change per "
-                   "metric carries a paired bootstrap 95% CI; a metric is called a regression only when the whole CI "
-                   "is on the worse side of zero.")
+                   f"Every eval task on the base model and on the SFT adapter, {cfg.limit or 'all'} rows "
+                   f"each from the offline fixtures ({cfg.source}). HumanEval programs ran in labkit's "
+                   "sandbox. The change per metric carries a paired bootstrap 95% CI; a metric is called a "
+                   "regression only when the whole CI is on the worse side of zero.")
     report.figure(base.figure())
-    report.table([{k: r[k] for k in ("task", "metric", "base", "new", "delta", "ci_low", "ci_high", "verdict")}
+    report.table([{k: r[k]
+                   for k in ("task", "metric", "base", "new", "delta", "ci_low", "ci_high", "verdict")}
                   for r in rows if r["slice"] == "all"], caption="base → SFT adapter")
     report.figure(comparison_figure(rows, title="SFT adapter − base, with 95% bootstrap CI"))
     report.text(f"**Default gate: {'passed' if gate.passed else 'failed'}.** " +
-                ("; ".join(gate.reasons) if gate.reasons else "No headline metric regressed beyond its allowance."))
+                ("; ".join(gate.reasons) if gate.reasons
+                 else "No headline metric regressed beyond its allowance."))
     judge = base.meta["info"].get("judge", {})
     report.generations([{k: str(v) for k, v in s.items()} for task in ("gsm8k", "humaneval") for s in
                         tuned.samples.get(task, [])[:2]], caption="SFT adapter: sample outputs")
     return {"eval_seconds": sum(base.meta["seconds"].values()) + sum(tuned.meta["seconds"].values()),
             "gate_passed": gate.passed, "judge_agreement": base.headline().get("judge/agreement"),
-            "judge_position_a_rate": judge.get("position_a_rate"), **{f"base/{k}": v for k, v in base.headline().items()}}
+            "judge_position_a_rate": judge.get("position_a_rate"),
+            **{f"base/{k}": v for k, v in base.headline().items()}}
 
 
 def stage_notebooks(ctx: TourContext, report: Report) -> dict:
@@ -233,9 +252,10 @@ def stage_notebooks(ctx: TourContext, report: Report) -> dict:
     runs = run_notebooks(books, out_dir=ctx.out_dir / "notebooks", preset=ctx.cfg.notebook_preset,
                          workers=ctx.cfg.notebook_workers)
     report.section("Notebooks", f"Executed headless with papermill in preset `{ctx.cfg.notebook_preset}`"
-                   f"{f', {ctx.cfg.notebook_workers} at a time' if len(books) > 1 else ''}; the executed copies "
-                   "sit next to this report. `labkit tour --notebooks all` runs every notebook here, and "
-                   "`labkit notebooks` runs them on their own (the nightly job; `make test` runs them too).")
+                   f"{f', {ctx.cfg.notebook_workers} at a time' if len(books) > 1 else ''}; the executed "
+                   "copies sit next to this report. `labkit tour --notebooks all` runs every notebook here, "
+                   "and `labkit notebooks` runs them on their own (the nightly job; `make test` runs "
+                   "them too).")
     report.table([{"notebook": r.source.name, "ok": r.ok, "seconds": round(r.seconds, 1),
                    "output": str(r.output.relative_to(ctx.out_dir)), "error": r.error[-300:]} for r in runs])
     failed = [r.source.name for r in runs if not r.ok]
@@ -272,7 +292,8 @@ def run_tour(cfg: TourConfig | None = None) -> pathlib.Path:
     out_dir = pathlib.Path(cfg.out_dir).resolve() / f"tour-{datetime.now():%Y%m%d-%H%M%S}"
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = TourContext(cfg, out_dir, notebooks=notebooks)
-    report = Report("labkit tour", meta={"preset": cfg.preset, "model": cfg.model, "torch": torch.__version__})
+    report = Report("labkit tour",
+                    meta={"preset": cfg.preset, "model": cfg.model, "torch": torch.__version__})
     timings = []
     try:
         for name, stage in STAGES:
@@ -295,5 +316,6 @@ def _bar(labels: list[str], values: list[float], title: str):
     import plotly.graph_objects as go
 
     fig = go.Figure(go.Bar(x=values, y=labels, orientation="h"))
-    fig.update_layout(title=title, height=max(300, 22 * len(labels)), margin={"l": 260, "r": 20, "t": 40, "b": 30})
+    fig.update_layout(title=title, height=max(300, 22 * len(labels)),
+                      margin={"l": 260, "r": 20, "t": 40, "b": 30})
     return fig

@@ -42,8 +42,8 @@ from labkit.data.io import write_jsonl
 from labkit.eval.callback import InTrainingEval
 from labkit.eval.card import compare, comparison_figure, evaluate
 from labkit.eval.fixtures import poisoned_sft_rows
-from labkit.eval.sandbox import run_python
 from labkit.eval.gates import DEFAULT_GATE, Gate, Rule
+from labkit.eval.sandbox import Sandbox, boundary, run_python
 from labkit.stages import sft
 
 cfg = EvalConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)
@@ -73,23 +73,55 @@ pd.DataFrame(base.rows()).query("slice != 'all'").head(30)
 # %% [markdown]
 # ## 2. Running model-written code safely
 #
-# HumanEval executes whatever the model wrote. labkit's sandbox runs it in a separate process with CPU,
-# memory, file-size and process limits, a wall-clock timeout, a throwaway scratch directory, no network,
-# and an audit hook that blocks process creation, sockets, signals and writes outside the scratch dir.
-# Here are programs a model should never write, and what happened to each:
+# HumanEval executes whatever the model wrote, so labkit runs it behind an OS boundary that does not depend
+# on Python: bubblewrap gives each program its own user, PID, mount, network, IPC and UTS namespaces, a
+# read-only view of only the Python install and system libraries, a size-capped scratch tmpfs, a cleared
+# environment and no capabilities; rlimits, a pids cgroup and a wall-clock timeout bound its CPU, memory,
+# files and processes. Without bubblewrap labkit refuses to run model code (unless `allow_weak_sandbox=True`).
+# The layers this machine builds, and the bwrap command itself:
+
+# %%
+wall = boundary()
+print("boundary:", "available" if wall.available else f"MISSING: {wall.reason}")
+print("layers:", ", ".join(run_python("pass").layers))
+print(" ".join(wall.command(64)))
+
+# %% [markdown]
+# Programs a model should never write, with the Python guard switched off (as if the program had found its
+# way round it), so only the OS boundary stands in the way. Each prints what it managed to do:
 
 # %%
 hostile = {
     "infinite loop": "while True: pass",
     "fork bomb": "import os\nwhile True: os.fork()",
     "memory bomb": "x = bytearray(10**11)",
-    "write outside scratch": "open('/tmp/labkit_was_here', 'w').write('x')",
-    "open a socket": "import socket; socket.create_connection(('example.com', 80))",
-    "kill the parent": "import os, signal; os.kill(os.getppid(), signal.SIGKILL)",
+    "delete via a dir fd": "import os\nfd = os.open('/root', os.O_RDONLY)\nos.rmdir('x', dir_fd=fd)",
+    "read the environment": "import os\nprint(sorted(os.listdir('/proc')), open('/proc/1/environ').read())",
+    "read a secret file": "print(open('/etc/shadow').read())",
+    "open a socket": "import socket; socket.create_connection(('example.com', 80), timeout=2)",
+    "kill every process": "import os, signal; os.kill(-1, signal.SIGKILL); print('still here')",
     "a correct program": "assert sum(range(4)) == 6",
 }
-pd.DataFrame([{"program": name, **{k: getattr(r, k) for k in ("status", "violations", "seconds")}}
-              for name, r in ((n, run_python(code, timeout=2)) for n, code in hostile.items())])
+pd.DataFrame([{"program": name, "status": r.status, "output": (r.stdout + r.stderr)[-90:].strip()}
+              for name, r in ((n, run_python(code, timeout=2, guard=False)) for n, code in hostile.items())])
+
+# %% [markdown]
+# Grading must not be gameable either. `Sandbox.check` runs the model's code in one sandbox and the
+# problem's tests in another, which call the model's function through a pipe with plain data only; a
+# problem counts as solved only when the tests' `check` returned and sent back a random nonce the model's
+# code cannot see. Early exits and an answer that claims to equal everything all fail:
+
+# %%
+tests = "def add(a, b):\n    pass\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
+cheats = {
+    "correct": "def add(a, b):\n    return a + b",
+    "exit 0 before the tests": "import os\nos._exit(0)",
+    "sys.exit(0) in the body": "import sys\ndef add(a, b):\n    sys.exit(0)",
+    "equal to everything": "class Yes:\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    return Yes()",
+    "print a success marker": "print('passed')\ndef add(a, b):\n    return 0",
+}
+pd.DataFrame([{"program": name, "status": Sandbox(timeout=3).check(code, tests, "add").status}
+              for name, code in cheats.items()])
 
 # %% [markdown]
 # ## 3. A model made worse on purpose, watched while it degrades

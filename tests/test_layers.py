@@ -1,4 +1,5 @@
-"""The layer contract (.importlinter): it holds, and a forbidden import, even one inside a function, breaks it."""
+"""The layer contract (.importlinter): it holds, and a forbidden import, even one inside a function,
+breaks it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ LINT = pathlib.Path(sys.executable).with_name("lint-imports")
 
 def lint(cwd: pathlib.Path, pythonpath: pathlib.Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    return subprocess.run([str(LINT), "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(LINT), "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_the_layer_contract_holds():

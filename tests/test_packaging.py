@@ -20,6 +20,8 @@ import subprocess
 import sys
 import sysconfig
 
+import pytest
+
 try:
     import tomllib
 except ImportError:  # Python 3.10: pytest itself depends on tomli there
@@ -60,8 +62,9 @@ PROBE = '''
 import json, labkit
 from labkit.data.samples import SAMPLES, SAMPLES_DIR
 from labkit.eval.tasks import FIXTURES_DIR
+from labkit.runs.notebooks import list_notebooks
 print(json.dumps({"labkit": labkit.__file__, "samples_dir": str(SAMPLES_DIR), "fixtures_dir": str(FIXTURES_DIR),
-                  "samples": [s.name for s in SAMPLES]}))
+                  "samples": [s.name for s in SAMPLES], "notebooks": [str(p) for p in list_notebooks()]}))
 '''
 
 
@@ -99,6 +102,7 @@ def _fresh_env(tmp: pathlib.Path, wheel: pathlib.Path, env: dict) -> tuple[pathl
     return python, site
 
 
+@pytest.mark.smoke  # the tour at smoke size, like tests/test_cli.py's: a few minutes, in the default run
 def test_wheel_install_runs_the_smoke_tour_outside_the_checkout(tmp_path):
     assert not _is_under(tmp_path, ROOT), "the temporary folder must lie outside the checkout"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
@@ -118,13 +122,14 @@ def test_wheel_install_runs_the_smoke_tour_outside_the_checkout(tmp_path):
     for name in [*where["samples"], "README.md"]:
         assert (samples / name).is_file(), f"{name} missing from the installed package"
     assert (fixtures / "README.md").is_file() and len(list(fixtures.glob("*.jsonl"))) >= 5
+    assert where["notebooks"] and all(_is_under(nb, site) for nb in where["notebooks"]), where["notebooks"]
 
-    # `python -m labkit` from a folder outside the checkout (the notebooks stay in the checkout).
+    # `python -m labkit` from a folder outside the checkout: the tour, notebook 00 included, from the wheel.
     log = tmp_path / "opened.txt"
     env_run = env | {"LABKIT_TEST_OPEN_LOG": str(log), "LABKIT_TEST_CHECKOUT": str(ROOT),
                      "LABKIT_TEST_DEPS": sys.prefix}
-    tour = subprocess.run([str(python), "-m", "labkit", "tour", "--preset", "cpu-smoke", "--no-notebooks"],
-                          cwd=run_dir, env=env_run, capture_output=True, text=True, timeout=1800)
+    tour = subprocess.run([str(python), "-m", "labkit", "tour", "--preset", "cpu-smoke"],
+                          cwd=run_dir, env=env_run, capture_output=True, text=True, timeout=3600)
     assert tour.returncode == 0, f"tour failed:\n{tour.stdout[-3000:]}\n{tour.stderr[-6000:]}"
     report = pathlib.Path(tour.stdout.strip().splitlines()[-1].removeprefix("report: "))
     assert report.is_file() and _is_under(report, run_dir / "reports"), tour.stdout[-2000:]

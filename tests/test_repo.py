@@ -43,7 +43,7 @@ def test_pyproject_lists_every_package():
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in ROOT.glob("labkit/**/__init__.py")}
-    found |= {"labkit.kernels"} if (ROOT / "kernels" / "__init__.py").exists() else set()
+    found |= {f"labkit.{d}" for d in ("kernels", "notebooks") if (ROOT / d / "__init__.py").exists()}
     # data_samples/ imports as labkit.data_samples; its folders (eval/) are data-only packages of the wheel
     samples = ROOT / "data_samples"
     if (samples / "__init__.py").exists():

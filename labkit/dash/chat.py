@@ -32,10 +32,12 @@ class ChatBox:
         return reply
 
     def reset(self) -> None:
+        """Forget the conversation, keeping the system turn if there was one."""
         self.history = list(self._system)
         self._refresh()
 
     def transcript(self) -> str:
+        """The conversation as `role: content` lines, for a static output where the widget is not kept."""
         return "\n".join(f"{m['role']}: {m['content']}" for m in self.history)
 
     def _html(self) -> str:

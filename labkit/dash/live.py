@@ -243,6 +243,7 @@ class LiveDashboard:
     # ---- the callback protocol -------------------------------------------------------------------
 
     def on_start(self, info: dict) -> None:
+        """Start over: clear the history, start the tokens/s clock and show the bar and widget."""
         self._reset()
         self.info = dict(info or {})
         self._ref_time = _now()
@@ -254,6 +255,7 @@ class LiveDashboard:
         self._show()
 
     def on_step(self, step: int, metrics: dict[str, Any]) -> None:
+        """Record the numeric metrics and tokens/s, log them, advance the bar; redraw if not throttled."""
         step_num = self._step(step)
         if step_num is None:
             return
@@ -269,6 +271,7 @@ class LiveDashboard:
             self._draw()
 
     def on_eval(self, step: int, metrics: dict[str, Any]) -> None:
+        """Record the eval metrics as markers, restart the tokens/s clock and redraw at once."""
         step_num = self._step(step)
         if step_num is None:
             return
@@ -286,6 +289,7 @@ class LiveDashboard:
         self._draw()
 
     def on_end(self, summary: dict) -> None:
+        """Keep the summary, close the bar and replace the live widget by a static figure that survives."""
         self.summary = dict(summary or {})
         self._safely("log", self.logger and self.logger.on_end, self.summary)
         self._show()

@@ -107,6 +107,7 @@ class LoraMathWidget(widgets.VBox):
         self.out.value = lora_math_html(self.values)
 
     def static_html(self) -> str:
+        """The current view as HTML, for a headless run where the widget's updates are not kept."""
         return self.out.value
 
 
@@ -151,6 +152,10 @@ class ScaleSlider(widgets.VBox):
                           f"style='white-space:pre-wrap;background:#f1f8e9;padding:6px;border-radius:4px'>{html.escape(self.reply)}</div></div>")
 
     def reset(self) -> None:
+        """Put the adapter back at `initial_scale` so later cells see the model as trained.
+
+        The slider and `history` are left as they are.
+        """
         scale_adapter(self.model, self.initial_scale, self.adapter)
 
     def table(self) -> str:

@@ -386,6 +386,7 @@ class RewardPlayground:
         self.widget = widgets.VBox([header, self.text, self.button, self.out])
 
     def candidates(self) -> list[str]:
+        """The answers now in the text box, one per ``---``-separated block, blank blocks dropped."""
         return _split_candidates(self.text.value)
 
     def _columns(self, n: int) -> dict[str, Any]:
@@ -420,6 +421,7 @@ class RewardPlayground:
                               f"{html.escape(str(exc))}</div>")
 
     def static_html(self) -> str:
+        """The table of the initial answers' scores, fixed at construction, for a headless output."""
         return self._static
 
     def _ipython_display_(self) -> None:

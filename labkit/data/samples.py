@@ -55,9 +55,15 @@ def format_ok(text: str) -> bool:
 
 
 def extract_answer(text: str) -> str | None:
-    """The integer after the last `####` in the text, as a canonical string ("012" -> "12"), or None."""
-    found = ANSWER_RE.findall(text)
-    return str(int(found[-1])) if found else None
+    """The number after the first `####` in the text, canonical ("012" -> "12"), or None when no `####`
+    carries a number.
+
+    labkit's one answer reader (labkit.rewards.read_answer) restricted to its `####` rule: the probes
+    score the trained format, so a right number written without the marker does not count here.
+    """
+    from labkit.rewards.verifiable import extract_number  # late: building samples needs no rewards package
+
+    return extract_number(text, marker_only=True)
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class Problem:
 
     @property
     def result(self) -> int:
+        """The right answer."""
         return {"+": self.a + self.b, "-": self.a - self.b, "*": self.a * self.b}[self.op]
 
     @property
@@ -210,6 +217,7 @@ def problem_pools(seed: int = 0) -> dict[str, list[Problem]]:
 
 
 def question(p: Problem, rng: random.Random) -> str:
+    """The problem asked in words: a bare question or a word problem with a random name and item."""
     return rng.choice(QUESTIONS[p.op]).format(a=p.a, b=p.b, name=rng.choice(NAMES), item=rng.choice(ITEMS))
 
 
@@ -223,19 +231,23 @@ def wrong_result(p: Problem, rng: random.Random) -> int:
 
 
 def user(text: str) -> list[dict[str, str]]:
+    """A one-message conversation: a user turn."""
     return [{"role": "user", "content": text}]
 
 
 def assistant(text: str) -> list[dict[str, str]]:
+    """A one-message conversation: an assistant turn."""
     return [{"role": "assistant", "content": text}]
 
 
 def padded(p: Problem, rng: random.Random) -> str:
+    """The right answer wrapped in filler: it still ends `#### r`, so only length and chatter differ."""
     closer = rng.choice(PADDING_CLOSERS).format(r=p.result)
     return f"{rng.choice(PADDING_OPENERS)}\n{p.a} {p.op} {p.b} = {p.result}\n{closer}\n#### {p.result}"
 
 
 def build_sft(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[str, Any]]:
+    """sft_format.jsonl: a question and the reply in the format, with an `answer` column."""
     rows = []
     for split, n in (("train", 200), ("heldout", 50)):
         for p in rng.sample(pools[split], n):
@@ -257,12 +269,14 @@ PREFERENCE_KINDS = (("slip", 80, 20), ("guess", 160, 40), ("padded", 80, 20))
 
 
 def rejected_reply(kind: str, p: Problem, rng: random.Random) -> str:
+    """The losing reply of a preference pair of this `kind` (see PREFERENCE_KINDS)."""
     if kind == "slip":
         return p.reply(wrong_result(p, rng))
     return guess(p, rng) if kind == "guess" else padded(p, rng)
 
 
 def build_preference(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[str, Any]]:
+    """preference_pairs.jsonl: chosen = the right reply, rejected by kind, shuffled within each split."""
     rows = []
     for split in ("train", "heldout"):
         counts = [(kind, n_train if split == "train" else n_held)
@@ -280,6 +294,7 @@ def build_preference(pools: dict[str, list[Problem]], rng: random.Random) -> lis
 
 
 def build_kto(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[str, Any]]:
+    """kto_unpaired.jsonl: one labelled reply per prompt, half right (True), half slipped (False)."""
     rows = []
     for split, n in (("train", 160), ("heldout", 40)):
         chunk = []
@@ -300,6 +315,7 @@ def build_kto(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[
 
 
 def build_prompts(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[str, Any]]:
+    """arithmetic_prompts.jsonl: a plain-string question, its `answer` and `expression`, for RL."""
     # `expression` is derived from the problem (no rng call), so adding it left every prompt, answer and
     # split as before; labkit.reasoning builds and checks worked solutions from it.
     return [
@@ -310,6 +326,7 @@ def build_prompts(pools: dict[str, list[Problem]], rng: random.Random) -> list[d
 
 
 def build_general(pools: dict[str, list[Problem]], rng: random.Random) -> list[dict[str, Any]]:
+    """general_prompts.jsonl: the GENERAL questions as written (pools and rng unused; same signature)."""
     return [{"prompt": user(q), "completion": assistant(a), "keyword": kw} for q, a, kw in GENERAL]
 
 
@@ -443,6 +460,10 @@ def check(out: str | Path = SAMPLES_DIR, seed: int = 0) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`build` or `check` data_samples/; returns 1 when `check` finds stale files.
+
+    Example: `main(["check", "--out", "data_samples"])`.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m labkit.data.samples", description=__doc__.splitlines()[0]
     )

@@ -50,34 +50,55 @@ def as_kind(kind: Kind | str) -> Kind:
         raise ConfigError("kind", f"unknown dataset kind {kind!r}; known kinds: {known}") from None
 
 
-def detect_kind(row: Any, *, source: str = "row", index: int | None = None) -> Kind:
+def _kind_of(fields: set[str]) -> Kind | None:
+    """The most specific kind whose defining fields are all in `fields`, or None."""
+    if "messages" in fields:
+        return Kind.CONVERSATIONAL
+    if {"chosen", "rejected"} <= fields:
+        return Kind.PREFERENCE
+    if {"completion", "label"} <= fields:
+        return Kind.UNPAIRED_PREFERENCE
+    if {"prompt", "completion"} <= fields:
+        return Kind.PROMPT_COMPLETION
+    if {"prompt", "answer"} <= fields:
+        return Kind.PROMPT_ANSWER
+    if "text" in fields:
+        return Kind.LANGUAGE_MODELING
+    return None
+
+
+def detect_kind(row: Any, *, source: str = "row", index: int | None = None, strict: bool = False) -> Kind:
     """Guess a row's kind from the fields it has (the most specific match wins).
 
-    `source` and `index` only feed the error message when nothing matches.
+    A value of None counts as absent (HF datasets fill a column missing from a row with None). When the
+    row's columns, nulls included, would make another kind, the null field is named in a DataError:
+    always when no kind matches without it (a null prompt), and with strict=True also when it silently
+    changes the kind (a KTO row whose label is null would read as prompt_completion). `source` and
+    `index` only feed the error message.
     """
     if not isinstance(row, dict):
         raise DataError(source, index, None, f"expected a dict (JSON object), got {type(row).__name__}")
-    # A value of None counts as absent: HF datasets fill missing columns with None.
-    present = {k for k, v in row.items() if v is not None}
-    if "messages" in present:
-        return Kind.CONVERSATIONAL
-    if {"chosen", "rejected"} <= present:
-        return Kind.PREFERENCE
-    if {"completion", "label"} <= present:
-        return Kind.UNPAIRED_PREFERENCE
-    if {"prompt", "completion"} <= present:
-        return Kind.PROMPT_COMPLETION
-    if {"prompt", "answer"} <= present:
-        return Kind.PROMPT_ANSWER
-    if "text" in present:
-        return Kind.LANGUAGE_MODELING
-    shapes = "; ".join(f"{k.value}: {', '.join(f)}" for k, f in REQUIRED_FIELDS.items())
-    raise DataError(
-        source,
-        index,
-        None,
-        f"cannot tell the dataset kind from fields {sorted(present)}; expected one of {shapes}",
-    )
+    kind = _kind_of({k for k, v in row.items() if v is not None})
+    by_columns = _kind_of(set(row))
+    if by_columns is not None and by_columns is not kind and (strict or kind is None):
+        null = next(f for f in REQUIRED_FIELDS[by_columns] if row.get(f) is None)
+        reads_as = f"the row would read as kind '{kind.value}'" if kind else "no kind fits the row"
+        raise DataError(
+            source,
+            index,
+            null,
+            f"null, so {reads_as}; its columns are those of kind '{by_columns.value}' "
+            f"(needs: {', '.join(REQUIRED_FIELDS[by_columns])}). Fill it in, or drop the column",
+        )
+    if kind is None:
+        shapes = "; ".join(f"{k.value}: {', '.join(f)}" for k, f in REQUIRED_FIELDS.items())
+        raise DataError(
+            source,
+            index,
+            None,
+            f"cannot tell the dataset kind from fields {sorted(row)}; expected one of {shapes}",
+        )
+    return kind
 
 
 def is_conversational(row: dict[str, Any]) -> bool:

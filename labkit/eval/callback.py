@@ -32,8 +32,8 @@ class InTrainingEval(PeriodicEval):
     evaluating.
     """
 
-    def __init__(self, tasks: str | list[str] = "gsm8k,mmlu", *, every: int = 10, cfg: EvalConfig | None = None,
-                 at_start: bool = True):
+    def __init__(self, tasks: str | list[str] = "gsm8k,mmlu", *, every: int = 10,
+                 cfg: EvalConfig | None = None, at_start: bool = True):
         if every < 1:
             raise ValueError("every must be ≥ 1 step")
         self.tasks = get_tasks(tasks)

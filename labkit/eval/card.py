@@ -54,6 +54,7 @@ def slice_rows(task: Task, scores: list[Scored]) -> list[dict[str, Any]]:
 
 
 def scores_json(task: str, scores: list[Scored]) -> list[dict[str, Any]]:
+    """One task's item scores as the card's JSON-ready `scores` rows (ids as strings, scores as floats)."""
     return [{"task": task, "metric": s.metric, "id": str(s.id), "score": float(s.score),
              "slices": dict(s.slices)}
             for s in scores]
@@ -71,6 +72,7 @@ class EvalCard:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def value(self, task: str, metric: str, slice: str = ALL) -> float:  # noqa: A002 - the card's own word
+        """The table's value for one task, metric and slice; KeyError when the card has no such row."""
         for row in self.table:
             if (row["task"], row["metric"], row["slice"]) == (task, metric, slice):
                 return row["value"]
@@ -89,6 +91,7 @@ class EvalCard:
     # ---- persistence ---------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        """The card as JSON-ready data, tagged with `kind` and `version` so `load` can recognise it."""
         return {"kind": "labkit.eval_card", "version": 1, **dataclasses.asdict(self)}
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -98,6 +101,7 @@ class EvalCard:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EvalCard:
+        """A card written by `save`; DataError when the file is unreadable, not a card or missing a key."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
@@ -136,6 +140,12 @@ class EvalCard:
         seconds = self.meta.get("seconds", {})
         parts = [f"<h4>eval card: {html.escape(self.model)}</h4>",
                  html_table([{**r, "seconds": seconds.get(r["task"], "")} for r in self.rows(slices=False)])]
+        for task, info in self.meta.get("info", {}).items():  # what untrusted code ran behind, e.g. HumanEval
+            if isinstance(info, dict) and "sandbox_layers" in info:
+                layers = info["sandbox_layers"]
+                shown = ", ".join(map(str, layers)) if layers else "none recorded"
+                warn = " (WEAK: no OS boundary)" if "weak" in layers else ""
+                parts.append(f"<p>{html.escape(task)} sandbox layers{warn}: {html.escape(shown)}</p>")
         sliced = [r for r in self.rows() if r["slice"] != ALL]
         if sliced:
             parts.append(f"<details><summary>{len(sliced)} slices</summary>{html_table(sliced)}</details>")
@@ -147,6 +157,7 @@ class EvalCard:
 
 
 def html_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of dicts as an HTML table; columns in order of first appearance, long values cut short."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td style='text-align:left;white-space:pre-wrap'>"

@@ -31,6 +31,7 @@ SCHEMAS = {
 
 
 def readme(counts: dict[str, int]) -> str:
+    """data_samples/eval/README.md: where the fixtures come from and one table row per file."""
     lines = ["# data_samples/eval", "",
              "Offline fixtures of the eval tasks, written by labkit itself (no benchmark data is copied) "
              "in the",
@@ -44,6 +45,7 @@ def readme(counts: dict[str, int]) -> str:
 
 
 def build(out: str | Path = FIXTURES_DIR) -> dict[str, int]:
+    """Write every task's fixture (FIXTURE_BUILDERS) and README.md into `out`; returns rows per task."""
     from labkit.eval.suite import FIXTURE_BUILDERS
 
     out = Path(out)
@@ -78,6 +80,7 @@ def poisoned_sft_rows() -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`build` or `check` the committed fixtures; returns 1 when `check` finds stale files."""
     parser = argparse.ArgumentParser(prog="python -m labkit.eval.fixtures",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("build", "check"))

@@ -24,6 +24,20 @@ from labkit.eval.card import ALL, EvalCard, bootstrap_delta
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
+    """One check of a gate on one metric of one task (and slice): bounds, and how far it may fall behind.
+
+    Args:
+        task, metric: what to read from the card ("gsm8k", "accuracy").
+        slice: "all" (default), a slice name ("subject=astronomy"), or "*" for every slice of the metric.
+        min, max: bounds on the value.
+        max_regression: how much worse than the baseline card it may be, in the metric's units and bad
+            direction; a regression also needs the paired bootstrap to call it one.
+        required: whether a card that did not run the task fails the rule.
+
+    Example:
+        Rule("mmlu", "accuracy", max_regression=0.05)
+    """
+
     task: str
     metric: str
     slice: str = ALL
@@ -34,18 +48,22 @@ class Rule:
 
     def __post_init__(self):
         if self.min is None and self.max is None and self.max_regression is None:
-            raise ConfigError("rule", f"{self.task}/{self.metric}: give at least one of min, max, max_regression",
+            raise ConfigError("rule",
+                              f"{self.task}/{self.metric}: give at least one of min, max, max_regression",
                               config="Gate")
         if self.max_regression is not None and self.max_regression < 0:
             raise ConfigError("max_regression", f"{self.task}/{self.metric}: must be ≥ 0", config="Gate")
 
     @property
     def label(self) -> str:
+        """"task/metric", with the slice in brackets when it is not "all"."""
         return f"{self.task}/{self.metric}" + ("" if self.slice == ALL else f" [{self.slice}]")
 
 
 @dataclasses.dataclass
 class GateResult:
+    """A gate's verdict: passed, one reason per failed check, and every check as a table row."""
+
     passed: bool
     reasons: list[str]            # one line per failed check, saying what and by how much
     checks: list[dict[str, Any]]  # every check, passed or not, for a table
@@ -57,18 +75,28 @@ class GateResult:
         from labkit.eval.card import html_table
 
         head = "<b style='color:#1a7f37'>gate passed</b>" if self.passed else \
-            "<b style='color:#cf222e'>gate failed</b><ul>" + "".join(f"<li>{r}</li>" for r in self.reasons) + "</ul>"
+            ("<b style='color:#cf222e'>gate failed</b><ul>"
+             + "".join(f"<li>{r}</li>" for r in self.reasons) + "</ul>")
         return head + html_table(self.checks)
 
 
 @dataclasses.dataclass
 class Gate:
+    """A named list of Rules that an EvalCard passes only if it passes all of them.
+
+    Example:
+        gate = Gate([Rule("gsm8k", "accuracy", min=0.3), Rule("safety", "refusal_rate", max_regression=0.05)])
+        result = gate.check(new_card, baseline=base_card)
+        result.passed, result.reasons
+    """
+
     rules: list[Rule]
     name: str = "gate"
 
     @classmethod
     def from_dict(cls, data: dict | list) -> Gate:
-        """From {"name": ..., "rules": [{task, metric, slice?, min?, max?, max_regression?, required?}, …]} or the list."""
+        """From {"name": ..., "rules": [{task, metric, slice?, min?, max?, max_regression?, required?}, …]}
+        or the list."""
         rules = data.get("rules", []) if isinstance(data, dict) else data
         known = {f.name for f in dataclasses.fields(Rule)}
         parsed = []
@@ -83,14 +111,24 @@ class Gate:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Gate:
+        """A gate from a JSON file in from_dict's format."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def to_dict(self) -> dict:
+        """The gate in from_dict's format, unset bounds left out."""
         return {"name": self.name, "rules": [{k: v for k, v in dataclasses.asdict(r).items() if v is not None}
                                              for r in self.rules]}
 
     def check(self, card: EvalCard, baseline: EvalCard | None = None, *, n_boot: int = 1000,
               seed: int = 0) -> GateResult:
+        """Check every rule against `card` (and `baseline`, for max_regression rules).
+
+        Args:
+            card: the candidate's EvalCard; baseline: the card it must not fall behind.
+            n_boot, seed: the paired bootstrap that decides whether a drop is a regression or noise.
+        Returns:
+            a GateResult; `reasons` says what failed and by how much.
+        """
         checks: list[dict[str, Any]] = []
         for rule in self.rules:
             checks += _check_rule(rule, card, baseline, n_boot, seed)
@@ -117,11 +155,11 @@ def _check_rule(rule: Rule, card: EvalCard, baseline: EvalCard | None, n_boot: i
         label = f"{rule.task}/{rule.metric}" + ("" if row["slice"] == ALL else f" [{row['slice']}]")
         value = row["value"]
         if rule.min is not None:
-            out.append({"rule": label, "check": f"≥ {rule.min:g}", "passed": value >= rule.min, "value": value,
-                        "reason": f"{label} = {value:.3f}, below the minimum {rule.min:g}"})
+            out.append({"rule": label, "check": f"≥ {rule.min:g}", "passed": value >= rule.min,
+                        "value": value, "reason": f"{label} = {value:.3f}, below the minimum {rule.min:g}"})
         if rule.max is not None:
-            out.append({"rule": label, "check": f"≤ {rule.max:g}", "passed": value <= rule.max, "value": value,
-                        "reason": f"{label} = {value:.3f}, above the maximum {rule.max:g}"})
+            out.append({"rule": label, "check": f"≤ {rule.max:g}", "passed": value <= rule.max,
+                        "value": value, "reason": f"{label} = {value:.3f}, above the maximum {rule.max:g}"})
         if rule.max_regression is not None:
             out.append(_regression(rule, row, label, card, baseline, n_boot, seed))
     return out
@@ -146,7 +184,8 @@ def _regression(rule: Rule, row: dict, label: str, card: EvalCard, baseline: Eva
     return {"rule": label, "check": check, "passed": worse_by <= rule.max_regression + 1e-12,
             "value": row["value"], "baseline": base, "ci": f"[{low:+.3f}, {high:+.3f}]",
             "reason": f"{label} regressed by {worse_by:.3f} ({base:.3f} → {row['value']:.3f}; change 95% CI "
-                      f"[{low:+.3f}, {high:+.3f}], n={row['n']}), more than the allowed {rule.max_regression:g}"}
+                      f"[{low:+.3f}, {high:+.3f}], n={row['n']}), more than the allowed "
+                      f"{rule.max_regression:g}"}
 
 
 # The gate a new adapter must pass against its base before promotion: no headline metric may get more than

@@ -3,15 +3,20 @@ exactly.
 
 Rows use GSM8K's own schema: `question`, and `answer`, a worked solution with `<<a*b=c>>` calculator notes
 ending in `#### <number>` (the fixture adds `split`: "test" rows are scored, "train" rows are few-shot
-examples). The model is asked to end its reply with `#### <answer>`; the number is read with
-labkit.rewards' `extract_number` (the `####` number, else `\\boxed{}`, else the last number), so the eval
-and the correctness reward agree on what counts as right, except that the eval ignores anything after the
-first `#### n` (see final_answer).
+examples). The model is asked to end its reply with `#### <answer>`.
 
-Metrics: `accuracy` (the headline: the reply's number equals the reference numerically) and `format` (the
-reply states its answer as `#### <number>`; low format with low accuracy means the model was cut off or
-ignored the format, not necessarily that it computed wrongly). Slice: `steps`, "1-2" or "3+" calculations
-in the reference solution, a rough measure of how much reasoning an item takes.
+Metrics, each per row and sliced by `steps` ("1-2" or "3+" calculations in the reference solution, a rough
+measure of how much reasoning an item takes):
+
+- `accuracy`, the headline: the reply's answer, read by labkit's one reader (labkit.rewards.read_answer:
+  the first `#### n`, else the last `\\boxed{}`, else "the answer is n", else the last number before a
+  trailing check, else the last number), equals the reference as an exact rational. The `correctness`
+  reward reads replies the same way, so the eval and RL agree on what counts as right.
+- `format`: the reply states its answer as `#### <number>` (low format with low accuracy means the model
+  was cut off or ignored the format, not necessarily that it computed wrongly).
+- `strict_accuracy` and `flexible_accuracy`: the two scores lm-evaluation-harness's `gsm8k` task publishes
+  (its "strict-match" and "flexible-extract" filters, see strict_answer and flexible_answer), computed the
+  way that harness computes them, so a labkit card can be set beside published numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import random
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from fractions import Fraction
 
 from labkit.config import EvalConfig
 from labkit.errors import ConfigError, DataError
@@ -36,7 +42,7 @@ from labkit.eval.tasks import (
     subsample,
 )
 from labkit.models.generate import generate
-from labkit.rewards.verifiable import HASH_RE, extract_number, numbers_equal
+from labkit.rewards.verifiable import HASH_RE, extract_number, format_number, gold_answer, is_correct
 
 HUB = "openai/gsm8k"
 FIXTURE = "data_samples/eval/gsm8k.jsonl"
@@ -45,8 +51,10 @@ _NOTE_RE = re.compile(r"<<[^<>]*>>")
 
 
 def target_answer(answer: str) -> str:
-    """The number after `####` in a GSM8K solution, thousands commas removed ("#### 1,250" -> "1250")."""
-    return answer.rsplit("####", 1)[-1].strip().replace(",", "")
+    """The reference answer of a GSM8K solution, canonical: the number after its first `####` ("#### 1,250"
+    -> "1250"), or that text normalised when it is not a number."""
+    gold = gold_answer(answer)
+    return format_number(gold) if isinstance(gold, Fraction) else gold
 
 
 def steps(answer: str) -> int:
@@ -86,27 +94,62 @@ def prompt_messages(row: dict, shots: list[dict] = ()) -> list[dict]:
 # ---- scoring -----------------------------------------------------------------------------------------------
 
 def final_answer(reply: str) -> str | None:
-    """The reply's answer as a canonical number string, or None.
+    """The reply's answer as a canonical number string (labkit.rewards.extract_number), or None."""
+    return extract_number(reply)
 
-    Text after the first `#### n` is dropped first: a model that runs on into a made-up next question
-    ("#### 18\\n\\nQuestion: … #### 5") has already answered, and extract_number alone would take the last
-    `####`.
-    """
-    first = HASH_RE.search(reply)
-    return extract_number(reply[:first.end()] if first else reply)
+
+# lm-evaluation-harness's GSM8K scoring, re-implemented from its task definition
+# (EleutherAI/lm-evaluation-harness, lm_eval/tasks/gsm8k/gsm8k.yaml, task version 3.0, MIT licence):
+# the "strict-match" filter takes the FIRST match of `#### (\-?[0-9\.\,]+)`; "flexible-extract" takes the
+# LAST match of `(-?[$0-9.,]{2,})|(-?[0-9]+)` (group_select -1). `exact_match` then ignores case and
+# deletes, from prediction and reference alike, every ",", every "$", everything up to the last "#### "
+# and a final ".", and compares the strings: "18.0" is not "18" there, unlike in `accuracy`.
+_STRICT_RE = re.compile(r"#### (-?[\d.,]+)", re.ASCII)
+_FLEXIBLE_RE = re.compile(r"-?[\d$.,]{2,}|-?\d+", re.ASCII)  # the two alternatives, tried in that order
+_HARNESS_IGNORE = (re.compile(","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
+
+
+def harness_normalise(text: str) -> str:
+    """A string as lm-evaluation-harness's GSM8K exact_match sees it (see the comment above)."""
+    for pattern in _HARNESS_IGNORE:
+        text = pattern.sub("", text)
+    return text.lower()
+
+
+def strict_answer(reply: str) -> str | None:
+    """The harness's "strict-match" reading: the number right after the first "#### ", else None."""
+    found = _STRICT_RE.search(reply)
+    return found[1] if found else None
+
+
+def flexible_answer(reply: str) -> str | None:
+    """The harness's "flexible-extract" reading: the last run of digits (and "$", ".", ",") in the reply,
+    else None. Like the harness, it can read a run of punctuation such as "..." as the answer."""
+    found = _FLEXIBLE_RE.findall(reply)
+    return found[-1] if found else None
+
+
+def harness_match(extracted: str | None, answer: str) -> bool:
+    """The harness's exact_match of an extracted string against a GSM8K reference solution."""
+    return extracted is not None and harness_normalise(extracted) == harness_normalise(answer)
 
 
 def score_replies(rows: list[dict], replies: list[str]) -> list[Scored]:
-    """Per row, in this order: `accuracy` (1.0 when the reply's number equals the reference) and `format`
-    (1.0 when the reply contains `#### <number>` anywhere), both sliced by reasoning steps."""
+    """Per row, in this order: `accuracy` (the reply's answer equals the reference, labkit's reader),
+    `format` (the reply contains `#### <number>` anywhere), `strict_accuracy` and `flexible_accuracy`
+    (lm-evaluation-harness's two GSM8K scores), all sliced by reasoning steps."""
     if len(rows) != len(replies):
         raise ValueError(f"{len(rows)} rows but {len(replies)} replies")
     scores = []
     for i, (row, reply) in enumerate(zip(rows, replies)):
         item, where = str(row.get("id", i)), {"steps": steps_slice(row["answer"])}
-        right = numbers_equal(final_answer(reply), target_answer(row["answer"]))
-        scores.append(Scored("accuracy", item, float(right), dict(where)))
-        scores.append(Scored("format", item, float(HASH_RE.search(reply) is not None), dict(where)))
+        per_metric = {
+            "accuracy": is_correct(reply, row["answer"]),
+            "format": HASH_RE.search(reply) is not None,
+            "strict_accuracy": harness_match(strict_answer(reply), row["answer"]),
+            "flexible_accuracy": harness_match(flexible_answer(reply), row["answer"]),
+        }
+        scores += [Scored(metric, item, float(ok), dict(where)) for metric, ok in per_metric.items()]
     return scores
 
 
@@ -260,7 +303,11 @@ def validate(rows: list[dict], source: str) -> None:
         for field in ("question", "answer"):
             if not isinstance(row[field], str) or not row[field].strip():
                 raise DataError(source, i, field, f"expected non-empty text, got {row[field]!r:.60}")
-        if "####" not in row["answer"] or extract_number(target_answer(row["answer"])) is None:
+        try:
+            numeric = "####" in row["answer"] and isinstance(gold_answer(row["answer"]), Fraction)
+        except DataError:  # nothing after the `####`
+            numeric = False
+        if not numeric:
             raise DataError(source, i, "answer",
                             f"must end with '#### <number>', got …{row['answer'][-40:]!r}")
 
@@ -307,7 +354,8 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
     scores = score_replies(rows, replies)
     accuracy = [s for s in scores if s.metric == "accuracy"]
     samples = [{"prompt": r["question"], "output": reply, "target": target_answer(r["answer"]),
-                "extracted": final_answer(reply), "score": s.score, "steps": s.slices["steps"]}
+                "extracted": final_answer(reply), "strict": strict_answer(reply),
+                "flexible": flexible_answer(reply), "score": s.score, "steps": s.slices["steps"]}
                for r, reply, s in zip(rows, replies, accuracy)]
     info = {"shots": len(rows[0].get("shots", [])) if rows else 0,
             "cut_off": sum(not g.finished for g in gens), "max_new_tokens": cfg.max_new_tokens}
@@ -317,6 +365,10 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
 TASK = register(Task(
     "gsm8k",
     (Metric("accuracy", True, "the reply's final number equals the reference answer"),
-     Metric("format", True, "the reply gives its answer as '#### <number>'")),
+     Metric("format", True, "the reply gives its answer as '#### <number>'"),
+     Metric("strict_accuracy", True, "lm-evaluation-harness strict-match: the number after the first "
+            "'#### ' equals the reference as a string"),
+     Metric("flexible_accuracy", True, "lm-evaluation-harness flexible-extract: the last number in the "
+            "reply equals the reference as a string")),
     load, run, about="grade-school word problems, exact numeric match on the final answer, sliced by steps",
 ))

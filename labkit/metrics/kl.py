@@ -65,8 +65,8 @@ def kl_summary(policy_logps: Sequence[torch.Tensor], ref_logps: Sequence[torch.T
             "kl_std": float(k3.std()) if n > 1 else 0.0, "samples": n, "estimator": "k3"}
 
 
-def sampled_kl(model, tok, prompts: Sequence[Any], *, reference=None, n_samples: int = 2, max_new_tokens: int = 32,
-               temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
+def sampled_kl(model, tok, prompts: Sequence[Any], *, reference=None, n_samples: int = 2,
+               max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
     """Monte-Carlo KL(π ‖ π_ref) in nats per completion on completions the policy samples for `prompts`.
 
     Args:

@@ -48,6 +48,7 @@ class Stopwatch:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
+        """Inside the block the clock's `training` time stands still."""
         t = time.perf_counter()
         try:
             yield
@@ -56,10 +57,12 @@ class Stopwatch:
 
     @property
     def wall(self) -> float:
+        """Seconds since the stopwatch started."""
         return time.perf_counter() - self.start
 
     @property
     def training(self) -> float:
+        """Seconds since the start, minus the time spent inside paused() blocks."""
         return self.wall - self.paused_seconds
 
 
@@ -69,7 +72,8 @@ def due(step: int, every: int) -> bool:
 
 
 class PeriodicEval:
-    """A labkit callback that runs `measure(model, tok, step)` at the start, every `every` steps and at the end.
+    """A labkit callback that runs `measure(model, tok, step)` at the start,
+    every `every` steps and at the end.
 
     Args:
         measure: returns (metrics, samples) for the model as it is now; metrics are scalars.
@@ -110,6 +114,7 @@ class PeriodicEval:
             self._record(0, dict(before), [])
 
     def on_start(self, info: dict) -> None:
+        """Take the model and the run's callbacks from the handles, then send (or measure) step 0."""
         handles = info.get("handles")
         self.emit = handles.emit if handles is not None else None
         if self.model is None and handles is not None:
@@ -126,6 +131,7 @@ class PeriodicEval:
             self.run(step)
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Measure when the step is one of the every-N steps."""
         if due(step, self.every):
             self.run(step)
 

@@ -1,4 +1,5 @@
-"""Preference accuracy without a judge: does the model put more probability on the chosen reply than the rejected?
+"""Preference accuracy without a judge: does the model put more probability on the chosen reply than the
+rejected?
 
     scores = pair_logps(model, tok, rows)           # per pair: summed and per-token log-probs of both replies
     preference_accuracy(scores)                      # {"accuracy", "accuracy_avg", "by_kind", "pairs"}
@@ -39,11 +40,12 @@ def completion_logps(model, tok, pairs: Sequence[tuple[Any, Any]], *, batch_size
     return [(total, total / max(n, 1), n) for total, n in scored]
 
 
-def pair_logps(model, tok, rows: Sequence[dict], *, batch_size: int = 16, source: str = "pairs") -> list[dict]:
+def pair_logps(model, tok, rows: Sequence[dict], *, batch_size: int = 16,
+               source: str = "pairs") -> list[dict]:
     """Log-probs of each preference row's chosen and rejected replies: one dict per row.
 
-    Keys: chosen, rejected (summed), chosen_avg, rejected_avg (per token), chosen_tokens, rejected_tokens, kind
-    (the row's `source_kind`, or "all").
+    Keys: chosen, rejected (summed), chosen_avg, rejected_avg (per token), chosen_tokens, rejected_tokens,
+    kind (the row's `source_kind`, or "all").
     """
     flat = [(r["prompt"], r[key]) for r in rows for key in ("chosen", "rejected")]
     scored = completion_logps(model, tok, flat, batch_size=batch_size, source=source)
@@ -60,7 +62,8 @@ def _share(flags: list[bool]) -> float:
 
 
 def preference_accuracy(scores: Sequence[dict]) -> dict[str, Any]:
-    """Share of pairs ranked chosen-over-rejected, overall and per `kind`, by summed and by per-token log-prob."""
+    """Share of pairs ranked chosen-over-rejected, overall and per `kind`,
+    by summed and by per-token log-prob."""
     by_kind: dict[str, list[bool]] = defaultdict(list)
     by_kind_avg: dict[str, list[bool]] = defaultdict(list)
     for s in scores:
@@ -74,6 +77,7 @@ def preference_accuracy(scores: Sequence[dict]) -> dict[str, Any]:
 
 
 def implicit_reward_accuracy(policy: Sequence[dict], reference: Sequence[dict]) -> float:
-    """Share of pairs where log π/π_ref is larger for the chosen reply (ties count as wrong, as TRL counts them)."""
+    """Share of pairs where log π/π_ref is larger for the chosen reply (ties count as wrong,
+    as TRL counts them)."""
     wins = [(p["chosen"] - r["chosen"]) > (p["rejected"] - r["rejected"]) for p, r in zip(policy, reference)]
     return _share(wins)

@@ -25,7 +25,8 @@ def probe_losses(model, tok, rows: list[dict]) -> list[dict]:
         input_ids = torch.tensor([ids], device=model.device)
         labels = input_ids.masked_fill(torch.tensor([mask], device=model.device) == 0, IGNORE_INDEX)
         logits, labels = shift_for_next_token(model(input_ids).logits, labels)
-        out.append({"prompt": msgs[-2]["content"], "loss": -sequence_logprobs(logits, labels, average=True).item()})
+        out.append({"prompt": msgs[-2]["content"],
+                    "loss": -sequence_logprobs(logits, labels, average=True).item()})
     return out
 
 

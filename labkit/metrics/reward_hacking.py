@@ -22,7 +22,8 @@ from labkit.models.generate import generate
 
 
 def final_number(text: str) -> str | None:
-    """The answer a free-form reply ends on (labkit.rewards.extract_number: `####`, `\\boxed{}`, else the last number)."""
+    """The answer a free-form reply ends on (labkit.rewards.extract_number: `####`, `\\boxed{}`,
+    else the last number)."""
     from labkit.rewards import extract_number
 
     return extract_number(text)
@@ -71,7 +72,8 @@ def best_of_n_curve(pool: list[list[dict]], answers: Sequence[str], *, ns: Seque
     rows = []
     for n in ns:
         if n > min(len(g) for g in pool):
-            raise ValueError(f"best-of-{n} needs {n} samples per prompt; the pool has {min(len(g) for g in pool)}")
+            raise ValueError(f"best-of-{n} needs {n} samples per prompt; the pool has "
+                             f"{min(len(g) for g in pool)}")
         picked = [max(group[:n], key=lambda s: s[key]) for group in pool]
         rows.append({
             "n": n,
@@ -97,7 +99,8 @@ def best_of_n_lab(policy, tok, reward_models: dict[str, tuple[Any, Any]], cfg) -
     from labkit.data.io import read_jsonl
     from labkit.data.samples import SAMPLES_DIR
 
-    rows = [r for r in read_jsonl(SAMPLES_DIR / f"{cfg.data}.jsonl") if r.get("split") == cfg.split][: cfg.prompts]
+    rows = [r for r in read_jsonl(SAMPLES_DIR / f"{cfg.data}.jsonl")
+            if r.get("split") == cfg.split][: cfg.prompts]
     pool = sample_pool(policy, tok, [r["prompt"] for r in rows], n=cfg.n, max_new_tokens=cfg.max_new_tokens,
                        temperature=cfg.temperature, seed=cfg.seed)
     ns = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= cfg.n]

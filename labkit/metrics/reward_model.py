@@ -63,7 +63,8 @@ def score(model, tok, prompts: Sequence[Any], replies: Sequence[Any], *, batch_s
                 ids[row, :len(texts[i])] = torch.tensor(texts[i])
                 attn[row, :len(texts[i])] = 1
             model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device))
-            last = captured["hidden"][torch.arange(len(idx)), attn.sum(-1) - 1]          # [b, H], right-padded
+            # [b, H], right-padded
+            last = captured["hidden"][torch.arange(len(idx)), attn.sum(-1) - 1]
             bias = linear.bias.float() if linear.bias is not None else None
             rewards = torch.nn.functional.linear(last.float(), linear.weight.float(), bias)[:, 0]  # [b]
             for row, i in enumerate(idx):
@@ -91,7 +92,8 @@ def pairwise_metrics(scored: Sequence[dict]) -> dict[str, Any]:
     for s in scored:
         by_kind[s["kind"]].append(s["chosen"] > s["rejected"])
     wins = [s["chosen"] > s["rejected"] for s in scored]
-    return {"accuracy": sum(wins) / len(wins), "margin": sum(s["chosen"] - s["rejected"] for s in scored) / len(scored),
+    return {"accuracy": sum(wins) / len(wins),
+            "margin": sum(s["chosen"] - s["rejected"] for s in scored) / len(scored),
             **{f"accuracy/{k}": sum(v) / len(v) for k, v in sorted(by_kind.items())}}
 
 
@@ -121,4 +123,5 @@ def calibration(scored: Sequence[dict], bins: int = 10) -> list[dict]:
 def expected_calibration_error(table: Sequence[dict]) -> float:
     """Count-weighted mean |observed - predicted| over the calibration table's bins."""
     n = sum(row["count"] for row in table)
-    return sum(row["count"] * abs(row["observed"] - row["predicted"]) for row in table) / n if n else float("nan")
+    return sum(row["count"] * abs(row["observed"] - row["predicted"])
+               for row in table) / n if n else float("nan")

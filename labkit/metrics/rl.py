@@ -1,4 +1,5 @@
-"""Held-out accuracy of a policy on prompts with verifiable answers: greedy replies scored by the answer check.
+"""Held-out accuracy of a policy on prompts with verifiable answers:
+greedy replies scored by the answer check.
 
 The RL stages (GRPO, RLOO, PPO) and rejection-sampling fine-tuning all report this number, so a comparison
 between them is a comparison of the training and nothing else.
@@ -36,7 +37,8 @@ def heldout_accuracy(model, tok, rows: Sequence[dict], *, max_new_tokens: int = 
     finally:
         model.train(training)
     samples = [{"prompt": r["prompt"][-1]["content"], "answer": r["answer"], "completion": o.text,
-                "extracted": extract_number(o.text), "correct": numbers_equal(extract_number(o.text), r["answer"]),
+                "extracted": extract_number(o.text),
+                "correct": numbers_equal(extract_number(o.text), r["answer"]),
                 "tokens": len(o.token_ids), "truncated": not o.finished} for r, o in zip(rows, outs)]
     n = max(len(samples), 1)
     metrics = {"accuracy": sum(s["correct"] for s in samples) / n,
@@ -56,8 +58,11 @@ def heldout_eval(model, tok, rows: Sequence[dict], *, max_new_tokens: int, syste
 
     if not rows:
         return {"accuracy": math.nan, "samples": []}
-    prompts = [{"prompt": [*(system or []), *user_turn(r["prompt"])], "answer": str(r["answer"])} for r in rows]
-    metrics, scored = heldout_accuracy(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    samples = [{"prompt": r["prompt"], "answer": s["answer"], "reply": s["completion"], "correct": s["correct"]}
+    prompts = [{"prompt": [*(system or []), *user_turn(r["prompt"])], "answer": str(r["answer"])}
+               for r in rows]
+    metrics, scored = heldout_accuracy(model, tok, prompts, max_new_tokens=max_new_tokens,
+                                       batch_size=batch_size)
+    samples = [{"prompt": r["prompt"], "answer": s["answer"], "reply": s["completion"],
+                "correct": s["correct"]}
                for r, s in zip(rows, scored)]
     return {"accuracy": metrics["accuracy"], "samples": samples}

@@ -33,6 +33,11 @@ def target_modules(spec: str) -> str | list[str]:
 
 
 def lora_config(r: int, alpha: int, dropout: float, targets: str, *, seed_init: bool = True):
+    """A PEFT LoraConfig for a causal LM; `targets` as in `target_modules`. ConfigError when r ≤ 0.
+
+    seed_init=True is PEFT's usual init (B = 0: the adapter starts as a no-op); False initialises B
+    randomly too, so tests can see an adapter change the model before any training.
+    """
     from peft import LoraConfig
 
     if r <= 0:

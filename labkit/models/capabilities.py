@@ -16,6 +16,8 @@ from labkit.models.device import cpu_has_native_bf16
 
 @dataclasses.dataclass
 class Capability:
+    """One row of the capability report: an accelerator, number format or optional package."""
+
     name: str
     present: bool          # installed / detected at all
     usable: bool           # labkit will use it on this machine
@@ -104,6 +106,8 @@ def capability_report() -> CapabilityReport:
 
 @dataclasses.dataclass
 class CapabilityReport:
+    """What `capability_report` found: rows by name (`report["cuda"].usable`), printed as a table."""
+
     rows: list[Capability]
 
     def __getitem__(self, name: str) -> Capability:
@@ -113,6 +117,7 @@ class CapabilityReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, dict]:
+        """name → the row's fields, JSON-ready (for a run's result or a report)."""
         return {r.name: dataclasses.asdict(r) for r in self.rows}
 
     def __repr__(self) -> str:

@@ -15,6 +15,8 @@ Messages = list[dict[str, str]]
 
 @dataclasses.dataclass
 class Generation:
+    """One completion from `generate`, with the prompt as templated and whether it ended on EOS."""
+
     prompt: str            # the templated text the model saw
     text: str              # the decoded completion, special tokens removed
     token_ids: list[int]   # the completion's tokens, up to and including EOS when it stopped

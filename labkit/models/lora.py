@@ -517,6 +517,7 @@ class MergeCheck:
 
     @property
     def passed(self) -> bool:
+        """Every measured logit difference is finite and within `threshold` (rounding_error is not judged)."""
         diffs = [self.max_logit_diff] + ([self.reload_diff] if self.reload_diff is not None else [])
         return all(math.isfinite(d) and d <= self.threshold for d in diffs)
 

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 
 def round_prompts(rows: Sequence[dict], r: int, n: int, seed: int) -> list[dict]:
-    """The n training rows of round r (1-based): consecutive slices of a seeded shuffle, reshuffled (with a new
-    seed) each time the rows run out, so rounds see different prompts until every prompt has been seen."""
+    """The n training rows of round r (1-based): consecutive slices of a seeded shuffle, reshuffled (with a
+    new seed) each time the rows run out, so rounds see different prompts until every prompt has been seen."""
     order: list[int] = []
     epoch = 0
     while len(order) < r * n:
@@ -22,8 +22,9 @@ def round_prompts(rows: Sequence[dict], r: int, n: int, seed: int) -> list[dict]
     return [{**rows[i], "prompt_index": i} for i in order[(r - 1) * n: r * n]]
 
 
-def sample_round(model, tok, rows: Sequence[dict], *, k: int, max_new_tokens: int, temperature: float, seed: int,
-                 system: list[dict], reward: Callable[..., list] | None, batch_size: int) -> list[dict]:
+def sample_round(model, tok, rows: Sequence[dict], *, k: int, max_new_tokens: int,
+                 temperature: float, seed: int, system: list[dict], reward: Callable[..., list] | None,
+                 batch_size: int) -> list[dict]:
     """k sampled replies per row, each verified: {"prompt" (messages), "completion" (messages), "answer",
     "prompt_index", "verified", "finished", "reward"}, rows in the prompt-completion conversational kind."""
     from labkit.reasoning.cot import user_turn
@@ -36,8 +37,8 @@ def sample_round(model, tok, rows: Sequence[dict], *, k: int, max_new_tokens: in
     # Stripped: a leading newline would merge with the template's own "assistant\n" into another token.
     return [{"prompt": [*system, *user_turn(a["prompt"])],
              "completion": [{"role": "assistant", "content": a["attempt"].strip()}], "answer": a["answer"],
-             "prompt_index": rows[j // k]["prompt_index"], "verified": a["correct"], "finished": a["finished"],
-             "reward": a["reward"]}
+             "prompt_index": rows[j // k]["prompt_index"], "verified": a["correct"],
+             "finished": a["finished"], "reward": a["reward"]}
             for j, a in enumerate(attempts)]
 
 

@@ -4,8 +4,9 @@ A stage calls four hooks in order: ``on_start(info)`` once, ``on_step(step, metr
 ``on_eval(step, metrics)`` as training goes, ``on_end(summary)`` once. A callback implements any
 subset of them; :class:`Callbacks` dispatches to whichever exist. A callback that still has something
 to send when the run ends (a held-out eval's last point) implements ``finish(summary)``: every
-callback's ``finish`` runs before anyone's ``on_end``, so logs and dashboards see it before they close. Metrics reach callbacks as plain
-Python floats, whatever the stage computed them as (tensor, numpy scalar, int).
+callback's ``finish`` runs before anyone's ``on_end``, so logs and dashboards see it before they close.
+Metrics reach callbacks as plain Python floats, whatever the stage computed them as
+(tensor, numpy scalar, int).
 """
 
 from __future__ import annotations
@@ -40,11 +41,17 @@ class RunHandles:
 class Callback(Protocol):
     """What a stage calls. ``on_start(info: dict)`` is optional too and not part of the check."""
 
-    def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Receive one optimizer step's training metrics (a logged step, not necessarily every one)."""
+        ...
 
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        """Receive an evaluation's metrics, taken at `step`."""
+        ...
 
-    def on_end(self, summary: dict) -> None: ...
+    def on_end(self, summary: dict) -> None:
+        """Receive the run's summary once, after every callback's `finish`."""
+        ...
 
 
 def to_float(value: Any) -> float | None:
@@ -108,15 +115,19 @@ class Callbacks:
                 method(*args)
 
     def on_start(self, info: dict) -> None:
+        """Pass a copy of `info` to every callback's on_start."""
         self._call("on_start", dict(info))
 
     def on_step(self, step: int, metrics: dict[str, Any]) -> None:
+        """Pass the step as an int and the metrics as floats; a non-scalar metric raises TypeError."""
         self._call("on_step", int(step), scalar_metrics(metrics))
 
     def on_eval(self, step: int, metrics: dict[str, Any]) -> None:
+        """Pass the step as an int and the metrics as floats; a non-scalar metric raises TypeError."""
         self._call("on_eval", int(step), scalar_metrics(metrics))
 
     def on_end(self, summary: dict) -> None:
+        """Run every callback's `finish`, then every callback's on_end, each with a copy of `summary`."""
         self._call("finish", dict(summary))
         self._call("on_end", dict(summary))
 
@@ -174,15 +185,19 @@ class JsonlLogger:
             f.write(line + "\n")
 
     def on_start(self, info: dict) -> None:
+        """Write a `start` line with the run's info, minus the live `handles`."""
         self._write("start", info.get("global_step"), {k: v for k, v in info.items() if k != "handles"})
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Write a `step` line with the metrics."""
         self._write("step", step, metrics)
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        """Write an `eval` line with the metrics."""
         self._write("eval", step, metrics)
 
     def on_end(self, summary: dict) -> None:
+        """Write an `end` line with the summary."""
         self._write("end", summary.get("global_step"), summary)
 
 

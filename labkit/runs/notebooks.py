@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import pathlib
 import time
 from typing import Any
 
-NOTEBOOKS_DIR = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
+# notebooks/, the package labkit.notebooks: the checkout's folder in an editable install, else the wheel's copy.
+NOTEBOOKS_DIR = pathlib.Path(os.fspath(importlib.resources.files("labkit.notebooks")))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 @dataclasses.dataclass
 class NotebookRun:
+    """One headless execution: the source notebook, the executed copy, how long it took, and the
+    error ("ExceptionType: message", papermill's cell error included) when it failed."""
+
     source: pathlib.Path
     output: pathlib.Path
     seconds: float

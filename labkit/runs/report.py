@@ -1,4 +1,5 @@
-"""Self-contained offline HTML reports (sections, plotly figures, tables, generations) for `labkit tour` and runs.
+"""Self-contained offline HTML reports (sections, plotly figures, tables, generations)
+for `labkit tour` and runs.
 
 The file embeds plotly.js once in the head when it has a figure and loads nothing from the network,
 so it opens on an offline machine and can be mailed or attached to an issue as a single file.
@@ -41,7 +42,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .gen { border: 1px solid var(--line); border-radius: 6px; margin: 12px 0; padding: 8px 12px; }
 .gen .label { color: var(--muted); font-size: 0.8em; text-transform: uppercase; letter-spacing: 0.04em; }
 .gen pre { white-space: pre-wrap; word-break: break-word; margin: 2px 0 8px; padding: 6px 8px;
-  background: var(--bg-soft); border-radius: 4px; font: 0.88em/1.45 ui-monospace, Menlo, Consolas, monospace; }
+  background: var(--bg-soft); border-radius: 4px; \
+font: 0.88em/1.45 ui-monospace, Menlo, Consolas, monospace; }
 """
 
 
@@ -71,7 +73,8 @@ def _inline_markdown(escaped: str) -> str:
 
 
 def markdown_to_html(text: str) -> str:
-    """Simple markdown: blank-line paragraphs, ``- `` bullet lists, inline code/bold/italic. Escapes all HTML."""
+    """Simple markdown: blank-line paragraphs, ``- `` bullet lists,
+    inline code/bold/italic. Escapes all HTML."""
     blocks = []
     for block in re.split(r"\n\s*\n", text.strip()):
         lines = [line.strip() for line in block.splitlines() if line.strip()]
@@ -115,7 +118,8 @@ class Report:
         self._has_figures = False
 
     def section(self, title: str, text: str = "") -> Report:
-        """Start a section (listed in the table of contents), with optional markdown text under its heading."""
+        """Start a section (listed in the table of contents),
+        with optional markdown text under its heading."""
         anchor = f"s{len(self._sections) + 1}-" + (
             re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
         )
@@ -145,7 +149,8 @@ class Report:
         return self
 
     def table(self, rows: list[dict], caption: str = "") -> Report:
-        """A table whose columns are the rows' keys in first-seen order; values escaped, floats to 4 digits."""
+        """A table whose columns are the rows' keys in first-seen order; values escaped,
+        floats to 4 digits."""
         columns: dict[str, None] = {}
         for row in rows:
             columns.update(dict.fromkeys(map(str, row)))
@@ -170,7 +175,8 @@ class Report:
                 k for k in item if k not in ("prompt", "output")
             ]
             fields = "".join(
-                f'<div class="label">{html.escape(str(k))}</div><pre>{html.escape(format_value(item[k]))}</pre>'
+                f'<div class="label">{html.escape(str(k))}</div>'
+                f'<pre>{html.escape(format_value(item[k]))}</pre>'
                 for k in keys
             )
             cards.append(f'<div class="gen">{fields}</div>')

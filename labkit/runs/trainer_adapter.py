@@ -40,6 +40,7 @@ class TrainerCallbackAdapter(TrainerCallback):
         self._evals_sent: set[tuple[int, frozenset[str]]] = set()
 
     def on_train_begin(self, args, state, control, **kwargs):
+        """Forget the last run, then send on_start with the schedule and RunHandles (main process only)."""
         self._reset()
         if state.is_world_process_zero:
             self.callbacks.on_start(
@@ -53,11 +54,13 @@ class TrainerCallbackAdapter(TrainerCallback):
                     "logging_steps": state.logging_steps,
                     "eval_steps": state.eval_steps,
                     "output_dir": str(args.output_dir),
-                    "handles": RunHandles(kwargs.get("model"), kwargs.get("processing_class"), self.callbacks),
+                    "handles": RunHandles(kwargs.get("model"), kwargs.get("processing_class"),
+                                          self.callbacks),
                 }
             )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        """Route a log: the final summary is held for on_end, `eval_` logs go to on_eval, others on_step."""
         if not state.is_world_process_zero or not logs:
             return
         metrics = scalar_metrics(logs, strict=False)
@@ -70,6 +73,7 @@ class TrainerCallbackAdapter(TrainerCallback):
             self.callbacks.on_step(state.global_step, metrics)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        """Send the evaluation to on_eval unless on_log already sent it."""
         if state.is_world_process_zero and metrics:
             self._send_eval(state.global_step, scalar_metrics(metrics, strict=False))
 
@@ -85,6 +89,7 @@ class TrainerCallbackAdapter(TrainerCallback):
         self.callbacks.on_eval(step, metrics)
 
     def on_train_end(self, args, state, control, **kwargs):
+        """Send on_end: global_step, epoch, the held-back train summary, the last step and eval metrics."""
         if state.is_world_process_zero:
             self.callbacks.on_end(
                 {

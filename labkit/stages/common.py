@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import time
 from typing import Any
 
 from labkit.errors import ConfigError
@@ -22,8 +23,10 @@ def data_path(name: str) -> pathlib.Path:
     return pathlib.Path(name)
 
 
-def split_rows(rows, train_split: str, eval_split: str, source: str, config: str) -> tuple[list[dict], list[dict]]:
-    """Train and held-out rows by the `split` column; without one, everything trains and nothing is held out."""
+def split_rows(rows, train_split: str, eval_split: str, source: str,
+               config: str) -> tuple[list[dict], list[dict]]:
+    """Train and held-out rows by the `split` column; without one,
+    everything trains and nothing is held out."""
     rows = [dict(r) for r in rows]
     if "split" not in rows[0]:
         if train_split or eval_split:
@@ -36,12 +39,19 @@ def split_rows(rows, train_split: str, eval_split: str, source: str, config: str
     return train, held
 
 
+def warmup_steps(cfg, steps: int | None = None) -> int:
+    """Whole warmup steps, rounded down: transformers rounds a ratio up, so a 2-step smoke run would spend its
+    first step at learning rate 0 (and LoRA's A matrices, whose gradient needs a trained B, would never move)."""
+    return int(cfg.warmup_ratio * (cfg.max_steps if steps is None else steps))
+
+
 def trainer_args(cfg, info: dict, out: pathlib.Path, *, quiet: bool) -> dict[str, Any]:
-    """transformers.TrainingArguments fields every labkit stage sets the same way (TRL configs extend them)."""
+    """transformers.TrainingArguments fields every labkit stage sets the same way
+    (TRL configs extend them)."""
     return dict(
         output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=warmup_steps(cfg),
         bf16=info["compute_dtype"] == "bfloat16", fp16=info["compute_dtype"] == "float16", logging_steps=1,
         report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=info["device"] == "cpu",
         dataloader_num_workers=0,
@@ -50,13 +60,28 @@ def trainer_args(cfg, info: dict, out: pathlib.Path, *, quiet: bool) -> dict[str
     )
 
 
-def run_callbacks(out: pathlib.Path, callbacks, *evals, append: bool = False) -> tuple[Callbacks, pathlib.Path]:
+def run_callbacks(out: pathlib.Path, callbacks, *evals,
+                  append: bool = False) -> tuple[Callbacks, pathlib.Path]:
     """The run's callbacks: the JSONL metrics log at out/metrics.jsonl, the caller's callbacks, then `evals`
-    (PeriodicEvals: last, so a step is logged before the eval it triggers). Creates `out`; returns (callbacks,
-    log path)."""
+    (PeriodicEvals, None skipped: last, so a step is logged before the eval it triggers). Creates `out`;
+    returns (callbacks, log path)."""
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "metrics.jsonl"
+    evals = tuple(e for e in evals if e is not None)
     return Callbacks([JsonlLogger(log_path, append=append), *Callbacks(callbacks), *evals]), log_path
+
+
+def held_out(measure, cfg, before: dict, model, tok, rows: list[dict]):
+    """The stage's held-out PeriodicEval (every cfg.eval_every steps and at the end), or None without rows."""
+    from labkit.metrics.periodic import PeriodicEval
+
+    return PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok) if rows else None
+
+
+def timed(fn) -> tuple[Any, float]:
+    """(fn(), its wall-clock seconds)."""
+    start = time.perf_counter()
+    return fn(), time.perf_counter() - start
 
 
 def shows_progress(callbacks: Callbacks) -> bool:

@@ -39,8 +39,9 @@ def train(cfg: RLConfig, callbacks=(), reward_funcs=None) -> RunResult:
         cfg: an RLConfig (`RLConfig.from_preset("cpu")`): prompts with answers, reward names and weights,
             group size, lengths, β, budget (max_steps and max_seconds).
         callbacks: labkit callbacks (a LiveDashboard(RL_PANELS)…) that receive every step and eval.
-        reward_funcs: your own functions in TRL's protocol `fn(prompts, completions, **columns) -> list[float]`,
-            used instead of the names in cfg.rewards (cfg.reward_weights then weighs them).
+        reward_funcs: your own functions in TRL's protocol
+            `fn(prompts, completions, **columns) -> list[float]`, used instead of the names in cfg.rewards
+            (cfg.reward_weights then weighs them).
     Returns:
         a RunResult whose metrics hold held-out greedy accuracy `before` / `after`, the `curve` of accuracy
         against training seconds, the pre-flight summary, steps and losses; `samples` holds the held-out
@@ -90,8 +91,8 @@ def train_with(algorithm: str, cfg: RLConfig, callbacks=(), reward_funcs=None) -
                     advantage=_advantage(algorithm, cfg))
 
     # 6. trainer ----------------------------------------------------------------------------------
-    trainer = build_trainer(algorithm, cfg, model, tok, info, train_rows, run.rollouts.funcs, run.callbacks, out,
-                            [time_budget(deadline)])
+    trainer = build_trainer(algorithm, cfg, model, tok, info, train_rows, run.rollouts.funcs, run.callbacks,
+                            out, [time_budget(deadline)])
     clock = Stopwatch()
     if run.heldout:
         run.heldout.clock = clock
@@ -99,13 +100,15 @@ def train_with(algorithm: str, cfg: RLConfig, callbacks=(), reward_funcs=None) -
 
     # 7-8. eval (the held-out eval measured the last step when training ended) and save ----------------
     save_dir = out / "adapter"
-    model.save_pretrained(str(save_dir))
+    # TRL adds a frozen copy of the starting adapter ("ref") as the reference: save only the trained one.
+    model.save_pretrained(str(save_dir), selected_adapters=["default"])
     tok.save_pretrained(str(save_dir))
     metrics, samples = finish_run(run, algorithm, cfg, info, steps=output.global_step,
                                   train_loss=output.training_loss, prompts=len(train_rows), clock=clock,
                                   loss_type=cfg.loss_type if algorithm == "grpo" else algorithm)
     if metrics["after"]:  # KL to the reference as the trainer last logged it (absent when beta = 0)
-        metrics["after"]["kl"] = next((e["kl"] for e in reversed(trainer.state.log_history) if "kl" in e), None)
+        metrics["after"]["kl"] = next((e["kl"] for e in reversed(trainer.state.log_history)
+                                       if "kl" in e), None)
     result = RunResult(algorithm, out, metrics, cfg.to_dict(), log_path=run.log_path, adapter_dir=save_dir,
                        model=model, tokenizer=tok, samples=samples)
     result.save()

@@ -53,7 +53,7 @@ from labkit.losses.kl import kl_k1, kl_k3
 from labkit.metrics.periodic import Stopwatch
 from labkit.runs.callbacks import RunHandles
 from labkit.runs.result import RunResult
-from labkit.stages.common import shows_progress
+from labkit.stages.common import shows_progress, warmup_steps
 from labkit.stages.rl_common import build_rewards, finish_run, load_prompt_rows, start_run
 
 Tensor = torch.Tensor
@@ -78,7 +78,7 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     from transformers import get_scheduler, set_seed
 
     from labkit.losses.advantages import gae, whiten
-    from labkit.losses.policy import masked_mean, ppo_policy_loss, ppo_value_loss
+    from labkit.losses.policy import masked_mean
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
     from labkit.models.logprobs import token_logprobs
@@ -100,12 +100,12 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
         device=cfg.device, seed=cfg.seed)
     device = torch.device(info["device"])
     net = PolicyWithValue(model, model.config.hidden_size).to(device)
-    # Dropout off in every forward (eval mode still has gradients): with dropout the ratio π/π_old would not be
-    # 1 on the first pass over a batch, and clipping would act on noise.
+    # Dropout off in every forward (eval mode still has gradients): with dropout the ratio π/π_old would not
+    # be 1 on the first pass over a batch, and clipping would act on noise.
     net.eval()
     # bf16 autocast where the compute dtype is bf16 (what the TRL stages get from bf16=True); else a no-op.
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if info["compute_dtype"] == "bfloat16" \
-        else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) \
+        if info["compute_dtype"] == "bfloat16" else contextlib.nullcontext
 
     # 4-5. pre-flight (a probe batch sampled and scored before any step) and the baseline eval ---------
     run = start_run("ppo", cfg, model, tok, info, train_rows, eval_rows, funcs, out, callbacks,
@@ -116,7 +116,7 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     trainable = [p for p in net.parameters() if p.requires_grad]  # LoRA A/B and the value head
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
     updates = cfg.max_steps * cfg.ppo_epochs  # one optimizer step per PPO epoch (the batch is one minibatch)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * updates),
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup_steps(cfg, updates),
                               num_training_steps=updates)
     batches = prompt_batches(train_rows, cfg.prompts_per_step, cfg.seed)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -146,7 +146,8 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
             entropy = token_entropy(logits)                                  # [B, C]
             del logits
             with net.reference() as ref:
-                ref_logp = token_logprobs(completion_logits(ref, batch, cfg.temperature)[0], batch.labels)  # [B, C]
+                # [B, C]
+                ref_logp = token_logprobs(completion_logits(ref, batch, cfg.temperature)[0], batch.labels)
 
         # 6c. per-token rewards (KL penalty + score on the last token), GAE, whitened advantages ----------
         kl_coef = kl_ctl.value
@@ -155,23 +156,8 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
         advantages = whiten(advantages, mask)                                # [B, C]
 
         # 6d. PPO epochs: the whole batch as one minibatch, one optimizer step per epoch ------------------
-        epoch_stats: list[dict[str, float]] = []
-        for _ in range(cfg.ppo_epochs):
-            with autocast():
-                logits, values = net(batch, cfg.temperature)                 # [B, C, V], [B, C]
-                logp = token_logprobs(logits, batch.labels)                  # [B, C]
-            del logits
-            pg_loss, pg_stats = ppo_policy_loss(logp, old_logp, advantages, mask, clip_eps=cfg.epsilon)
-            # The value clip range is in reward units; cfg.epsilon (0.2) suits scores in [0, 1].
-            v_loss, v_stats = ppo_value_loss(values, old_values, returns, mask, clip_eps=cfg.epsilon)
-            loss = pg_loss + cfg.vf_coef * v_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            epoch_stats.append({"loss": loss.item(), "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
-                                "grad_norm": float(grad_norm), **pg_stats, **v_stats})
+        epoch_stats = ppo_epochs(net, batch, old_logp, old_values, advantages, returns, optimizer, scheduler,
+                                 cfg, autocast)
 
         # 6e. the KL controller and the logs -------------------------------------------------------
         kl_per_completion = float(kl.sum(-1).mean())                       # k1, nats per completion
@@ -180,7 +166,8 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
         kl_shown = torch.where(mask.bool(), kl_k3(old_logp, ref_logp), 0.0)   # [B, C]
         # The rollout log's one number per completion: its whitened advantages averaged over its tokens.
         seq_adv = masked_mean(advantages, mask, dim=-1)                      # [B]
-        rollouts.record(step, roll.prompts, roll.completions, roll.per_fn, tokens=[len(c) for c in roll.completion_ids],
+        rollouts.record(step, roll.prompts, roll.completions, roll.per_fn,
+                        tokens=[len(c) for c in roll.completion_ids],
                         truncated=[not f for f in roll.finished], advantages=seq_adv.tolist())
         # Averages over the PPO epochs (the first epoch's clip fraction and approx KL are 0: ratio = 1 there).
         metrics = {k: sum(s[k] for s in epoch_stats) / len(epoch_stats) for k in epoch_stats[0]}
@@ -217,8 +204,9 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     tok.save_pretrained(str(save_dir))
     value_path = out / "value_head.pt"
     torch.save(net.value_head.state_dict(), value_path)
-    metrics, samples = finish_run(run, "ppo", cfg, info, steps=step, train_loss=train_loss, prompts=len(train_rows),
-                                  clock=clock, loss_type="ppo", kl_coef=kl_ctl.value, value_head=str(value_path))
+    metrics, samples = finish_run(run, "ppo", cfg, info, steps=step, train_loss=train_loss,
+                                  prompts=len(train_rows), clock=clock, loss_type="ppo", kl_coef=kl_ctl.value,
+                                  value_head=str(value_path))
     if metrics["after"]:
         metrics["after"]["kl"] = last_step.get("kl_per_completion")  # nats per completion, as GRPO reports it
     result = RunResult("ppo", out, metrics, cfg.to_dict(), log_path=run.log_path, adapter_dir=save_dir,
@@ -227,13 +215,14 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     return result
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # the model: policy + value head
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class Batch:
-    """One step's rollouts as tensors: prompts left-padded to P tokens, completions right-padded to C after them.
+    """One step's rollouts as tensors: prompts left-padded to P tokens,
+    completions right-padded to C after them.
 
     Left-padding the prompts lines every completion up at column P, so "the completion tokens" is one slice.
     """
@@ -272,8 +261,9 @@ def completion_logits(model, batch: Batch, temperature: float = 1.0, *, hidden: 
     """
     c = batch.labels.shape[1]
     position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)     # [B, P+C]
+    # lm head on the last C+1 positions only
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
-                logits_to_keep=c + 1, output_hidden_states=hidden)         # lm head on the last C+1 positions only
+                logits_to_keep=c + 1, output_hidden_states=hidden)
     logits = out.logits[:, :-1] / temperature                              # [B, C, V]
     states = out.hidden_states[-1][:, -c - 1:-1] if hidden else None       # [B, C, H] after the final norm
     return logits, states
@@ -282,11 +272,12 @@ def completion_logits(model, batch: Batch, temperature: float = 1.0, *, hidden: 
 class PolicyWithValue(torch.nn.Module):
     """The LoRA policy and a value head V(s_t) = w·h_t + b on its last hidden state.
 
-    The value head shares the policy's trunk: one forward pass gives both the next-token logits and the values,
-    and the only new weights are H + 1 numbers. On a CPU that is the cheap choice: a separate value network
-    (as InstructGPT had) would double the memory and the forward/backward passes of every step. The price is
-    that the value loss also moves the shared LoRA adapters (vf_coef weighs it against the policy loss).
-    The reference is the same network with the adapter off (`reference()`), so there is no third copy either.
+    The value head shares the policy's trunk: one forward pass gives both the next-token logits and the
+    values, and the only new weights are H + 1 numbers. On a CPU that is the cheap choice: a separate value
+    network (as InstructGPT had) would double the memory and the forward/backward passes of every step. The
+    price is that the value loss also moves the shared LoRA adapters (vf_coef weighs it against the policy
+    loss). The reference is the same network with the adapter off (`reference()`), so there is no third
+    copy either.
     """
 
     def __init__(self, policy, hidden_size: int):
@@ -299,7 +290,8 @@ class PolicyWithValue(torch.nn.Module):
 
     def forward(self, batch: Batch, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
         """(logits [B, C, V] at the completion positions, values [B, C] of the states before each token)."""
-        logits, hidden = completion_logits(self.policy, batch, temperature, hidden=True)  # [B, C, V], [B, C, H]
+        # [B, C, V], [B, C, H]
+        logits, hidden = completion_logits(self.policy, batch, temperature, hidden=True)
         # The head runs in fp32 outside autocast: the values are regression outputs, and it costs nothing.
         with torch.autocast(hidden.device.type, enabled=False):
             values = self.value_head(hidden.float()).squeeze(-1)           # [B, C]
@@ -322,9 +314,41 @@ def token_entropy(logits: Tensor) -> Tensor:
     return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)  # [B, T]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+def ppo_epochs(net: PolicyWithValue, batch: Batch, old_logp: Tensor, old_values: Tensor, advantages: Tensor,
+               returns: Tensor, optimizer, scheduler, cfg: RLConfig, autocast) -> list[dict[str, float]]:
+    """cfg.ppo_epochs passes over one batch of rollouts, one optimizer step each: PPO's clipped surrogate plus
+    vf_coef × the clipped value loss. Returns each epoch's losses and clip statistics.
+
+    Shapes:
+        old_logp, old_values, advantages, returns: [B, C] on the completion tokens (batch.mask)
+    """
+    from labkit.losses.policy import ppo_policy_loss, ppo_value_loss
+    from labkit.models.logprobs import token_logprobs
+
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    stats: list[dict[str, float]] = []
+    for _ in range(cfg.ppo_epochs):
+        with autocast():
+            logits, values = net(batch, cfg.temperature)                     # [B, C, V], [B, C]
+            logp = token_logprobs(logits, batch.labels)                      # [B, C]
+        del logits
+        pg_loss, pg_stats = ppo_policy_loss(logp, old_logp, advantages, batch.mask, clip_eps=cfg.epsilon)
+        # The value clip range is in reward units; cfg.epsilon (0.2) suits scores in [0, 1].
+        v_loss, v_stats = ppo_value_loss(values, old_values, returns, batch.mask, clip_eps=cfg.epsilon)
+        loss = pg_loss + cfg.vf_coef * v_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        stats.append({"loss": loss.item(), "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
+                      "grad_norm": float(grad_norm), **pg_stats, **v_stats})
+    return stats
+
+
+# ------------------------------------------------------------------------------------------------------------
 # rollouts and rewards
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 def prompt_batches(rows: Sequence[dict], k: int, seed: int) -> Iterator[list[dict]]:
     """Endless batches of k rows: a seeded shuffle of all rows, reshuffled after each pass over them."""
@@ -339,7 +363,8 @@ def prompt_batches(rows: Sequence[dict], k: int, seed: int) -> Iterator[list[dic
 
 @dataclasses.dataclass
 class Rollouts:
-    """One step's samples: every list has B = prompts × G entries, the G completions of a prompt consecutive."""
+    """One step's samples: every list has B = prompts × G entries,
+    the G completions of a prompt consecutive."""
 
     prompts: list[Any]                      # message lists, each repeated G times
     completions: list[Any]                  # [{"role": "assistant", "content": text}], as TRL passes them
@@ -353,9 +378,9 @@ class Rollouts:
 def sample_rollouts(model, tok, rows: Sequence[dict], funcs: Sequence, cfg: RLConfig) -> Rollouts:
     """G completions per row, sampled from the full distribution at cfg.temperature and scored.
 
-    top_k=0 switches off transformers' default top-50 filter: the PPO ratio needs log-probs of the distribution
-    the tokens were actually drawn from. The reward functions get what TRL gives them: prompts, message-list
-    completions, the rows' other columns (answer…) and completion_ids.
+    top_k=0 switches off transformers' default top-50 filter: the PPO ratio needs log-probs of the
+    distribution the tokens were actually drawn from. The reward functions get what TRL gives them: prompts,
+    message-list completions, the rows' other columns (answer…) and completion_ids.
     """
     from labkit.data.chat import encode
     from labkit.models.generate import generate
@@ -368,8 +393,8 @@ def sample_rollouts(model, tok, rows: Sequence[dict], funcs: Sequence, cfg: RLCo
                     temperature=cfg.temperature, top_k=0, batch_size=len(prompts))
     completions = [[{"role": "assistant", "content": o.text}] for o in gens]
     completion_ids = [list(o.token_ids) for o in gens]
-    scored = score_completions(funcs, prompts, completions, weights=cfg.weights, completion_ids=completion_ids,
-                               **columns)
+    scored = score_completions(funcs, prompts, completions, weights=cfg.weights,
+                               completion_ids=completion_ids, **columns)
     return Rollouts(prompts, completions, [encode(tok, o.prompt) for o in gens], completion_ids,
                     [o.finished for o in gens], scored["per_function"], scored["total"])
 
@@ -412,7 +437,8 @@ class KLController:
 
     def __init__(self, init: float, target: float | None = None, horizon: int = 100):
         if target is not None and not target > 0:
-            raise ConfigError("kl_target", f"must be a positive KL in nats (or None for a fixed beta), got {target}",
+            raise ConfigError("kl_target",
+                              f"must be a positive KL in nats (or None for a fixed beta), got {target}",
                               config="RLConfig")
         if horizon < 1:
             raise ConfigError("kl_horizon", f"must be at least 1 step, got {horizon}", config="RLConfig")
@@ -421,7 +447,8 @@ class KLController:
         self.horizon = horizon
 
     def update(self, current_kl: float, n_steps: int = 1) -> float:
-        """Move β after a batch whose KL was `current_kl`, `n_steps` steps since the last update; returns β."""
+        """Move β after a batch whose KL was `current_kl`, `n_steps` steps since the last update;
+        returns β."""
         if self.target is not None and math.isfinite(current_kl):
             error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
             self.value *= 1.0 + error * n_steps / self.horizon
@@ -433,7 +460,8 @@ class KLController:
 
 def reward_stats(scores: Sequence[float], per_fn: dict[str, list[float | None]], group_size: int
                  ) -> dict[str, float]:
-    """The reward metrics under TRL GRPO's names: reward, reward_std, rewards/<fn>/mean|std, frac_reward_zero_std.
+    """The reward metrics under TRL GRPO's names: reward, reward_std, rewards/<fn>/mean|std,
+    frac_reward_zero_std.
 
     Stds are sample stds (n-1) over the batch, as TRL's; a function's None scores are left out of its stats.
     frac_reward_zero_std is the share of prompts whose G completions all scored the same.
@@ -448,7 +476,8 @@ def reward_stats(scores: Sequence[float], per_fn: dict[str, list[float | None]],
     out: dict[str, float] = {}
     out["reward"], out["reward_std"] = mean_std(list(scores))
     for name, values in per_fn.items():
-        out[f"rewards/{name}/mean"], out[f"rewards/{name}/std"] = mean_std([v for v in values if v is not None])
+        out[f"rewards/{name}/mean"], out[f"rewards/{name}/std"] = mean_std(
+            [v for v in values if v is not None])
     groups = [scores[i:i + group_size] for i in range(0, len(scores), group_size)]
     out["frac_reward_zero_std"] = sum(max(g) - min(g) <= 1e-8 for g in groups) / len(groups)
     return out

@@ -1,6 +1,7 @@
 """Stage: preference optimisation — DPO, IPO, hinge, robust DPO, SimPO, ORPO and KTO behind one `train`.
 
-    result = train(PreferenceConfig.from_preset("cpu", method="ipo"), callbacks=[LiveDashboard(PREFERENCE_PANELS)])
+    result = train(PreferenceConfig.from_preset("cpu", method="ipo"),
+                   callbacks=[LiveDashboard(PREFERENCE_PANELS)])
 
 Every method trains a LoRA adapter with TRL's trainer for it (DPOTrainer for the DPO family and IPO, the
 experimental CPOTrainer for SimPO and ORPOTrainer for ORPO, KTOTrainer on the pairs split into unpaired
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import time
 from typing import Any
 
 from labkit.config import PreferenceConfig
@@ -23,7 +23,7 @@ from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import load_pairs, run_callbacks, shows_progress, trainer_args
+from labkit.stages.common import held_out, load_pairs, run_callbacks, shows_progress, timed, trainer_args
 
 # Which TRL trainer and loss each method runs on, and what it optimises (shown in notebooks and reports).
 METHODS: dict[str, dict[str, str]] = {
@@ -65,7 +65,6 @@ def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
     from transformers import set_seed
 
     from labkit.metrics.kl import sampled_kl
-    from labkit.metrics.periodic import PeriodicEval
     from labkit.metrics.preference import implicit_reward_accuracy, pair_logps, preference_accuracy
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
@@ -103,29 +102,29 @@ def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
         return metrics, scores
 
     # 5. trainer ------------------------------------------------------------------------------------
-    heldout = [PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok)] \
-        if eval_rows else []
-    cbs, log_path = run_callbacks(out, callbacks, *heldout)
+    heldout = held_out(measure, cfg, before, model, tok, eval_rows)
+    cbs, log_path = run_callbacks(out, callbacks, heldout)
     trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out)
-    start = time.perf_counter()
-    output = trainer.train()
-    train_seconds = time.perf_counter() - start
+    output, train_seconds = timed(trainer.train)
 
     # 6. eval: the held-out eval measured the last step when training ended --------------------------
     model.eval()
     after, per_pair = {}, []
     if heldout:
-        _, after, scores = heldout[0].latest
+        _, after, scores = heldout.latest
         per_pair = [{"prompt": r["prompt"][-1]["content"], "kind": s["kind"],
-                     "margin_before": ref["chosen"] - ref["rejected"], "margin_after": s["chosen"] - s["rejected"]}
+                     "margin_before": ref["chosen"] - ref["rejected"],
+                     "margin_after": s["chosen"] - s["rejected"]}
                     for r, s, ref in zip(eval_rows, scores, reference)]
 
     # 7. save ---------------------------------------------------------------------------------------
     save_dir = out / "adapter"
-    model.save_pretrained(str(save_dir))
+    # TRL adds a frozen copy of the starting adapter ("ref") as the reference: save only the trained one.
+    model.save_pretrained(str(save_dir), selected_adapters=["default"])
     tok.save_pretrained(str(save_dir))
     metrics = {"method": cfg.method, "beta": cfg.method_beta, "before": before, "after": after,
-               "train_loss": output.training_loss, "steps": output.global_step, "train_seconds": train_seconds,
+               "train_loss": output.training_loss, "steps": output.global_step,
+               "train_seconds": train_seconds,
                "pairs": len(train_rows), **info}
     result = RunResult("preference", out, metrics, cfg.to_dict(), log_path=log_path, adapter_dir=save_dir,
                        model=model, tokenizer=tok, samples=per_pair)
@@ -162,7 +161,8 @@ def trainer_config(cfg: PreferenceConfig, info: dict, out: pathlib.Path, *, quie
     if cfg.method in ("dpo", "ipo", "hinge", "robust"):
         from trl import DPOConfig
 
-        return DPOConfig(**common, loss_type=[METHODS[cfg.method]["loss"]], precompute_ref_log_probs=precompute,
+        return DPOConfig(**common, loss_type=[METHODS[cfg.method]["loss"]],
+                         precompute_ref_log_probs=precompute,
                          label_smoothing=cfg.label_smoothing if cfg.method == "robust" else 0.0)
     if cfg.method == "kto":
         from trl import KTOConfig
@@ -199,7 +199,8 @@ def build_trainer(cfg: PreferenceConfig, model, tok, info: dict, train_rows: lis
             from trl.data_utils import unpair_preference_dataset
 
             # KTO reads its data in order (each example's KL term pairs it with its batch neighbours), and
-            # unpairing lists every chosen reply before every rejected one: shuffle, or early batches are all "good".
+            # unpairing lists every chosen reply before every rejected one: shuffle,
+            # or early batches are all "good".
             unpaired = unpair_preference_dataset(pairs).shuffle(seed=cfg.seed)
             trainer = KTOTrainer(train_dataset=unpaired, **kwargs)
         elif cfg.method == "simpo":

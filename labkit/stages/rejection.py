@@ -1,7 +1,8 @@
 """Rejection-sampling fine-tuning: sample k replies per prompt, keep the verified ones, SFT on them, repeat.
 
     result = train(ReasoningConfig(rounds=3))
-    result.metrics["rounds"]     # per round: sampled, verified, verified_rate, kept, heldout_accuracy, seconds
+    result.metrics["rounds"]     # per round: sampled, verified, verified_rate, kept,
+                                 # heldout_accuracy, seconds
 
 Also known as RFT (Yuan et al. 2023, https://arxiv.org/abs/2308.01825) and, run for several rounds, as
 expert iteration / STaR without rationalisation (Zelikman et al. 2022, https://arxiv.org/abs/2203.14465).
@@ -154,8 +155,9 @@ def train(cfg: ReasoningConfig, callbacks=(), *, reward: Callable[..., list] | N
         record.update(heldout_accuracy=latest["accuracy"], seconds=time.perf_counter() - t0)
         records.append(record)
         report(r, record)
-        print(f"round {r}: verified {verified}/{len(samples)} ({record['verified_rate']:.0%}), kept {len(kept)}, "
-              f"held-out accuracy {latest['accuracy']:.2f} ({record['seconds']:.0f}s)", flush=True)
+        print(f"round {r}: verified {verified}/{len(samples)} ({record['verified_rate']:.0%}), "
+              f"kept {len(kept)}, held-out accuracy {latest['accuracy']:.2f} ({record['seconds']:.0f}s)",
+              flush=True)
 
     # 6. save ---------------------------------------------------------------------------------------
     model.eval()

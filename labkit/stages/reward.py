@@ -14,7 +14,6 @@ Sections: 1 setup · 2 data · 3 model · 4 baseline eval · 5 trainer · 6 eval
 from __future__ import annotations
 
 import pathlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +31,7 @@ from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import load_pairs, run_callbacks, shows_progress, trainer_args
+from labkit.stages.common import held_out, load_pairs, run_callbacks, shows_progress, timed, trainer_args
 
 
 def train(cfg: RewardConfig, callbacks=()) -> RunResult:
@@ -55,7 +54,6 @@ def train(cfg: RewardConfig, callbacks=()) -> RunResult:
     """
     from transformers import set_seed
 
-    from labkit.metrics.periodic import PeriodicEval
     from labkit.models.loading import load_tokenizer
 
     # 1. setup ------------------------------------------------------------------------------------
@@ -83,24 +81,22 @@ def train(cfg: RewardConfig, callbacks=()) -> RunResult:
         return pairwise_metrics(scored), scored
 
     # 5. trainer ------------------------------------------------------------------------------------
-    heldout = [PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok)] \
-        if eval_rows else []
-    cbs, log_path = run_callbacks(out, callbacks, *heldout)
+    heldout = held_out(measure, cfg, before, model, tok, eval_rows)
+    cbs, log_path = run_callbacks(out, callbacks, heldout)
     trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out)
-    start = time.perf_counter()
-    output = trainer.train()
-    train_seconds = time.perf_counter() - start
+    output, train_seconds = timed(trainer.train)
 
     # 6. eval: the held-out eval measured the last step when training ended --------------------------
     model.eval()
-    _, after, scored = heldout[0].latest if heldout else (None, {}, [])
+    _, after, scored = heldout.latest if heldout else (None, {}, [])
 
     # 7. save ---------------------------------------------------------------------------------------
     save_dir = out / ("model" if cfg.method == "full" else "adapter")
     model.save_pretrained(str(save_dir))
     tok.save_pretrained(str(save_dir))
     metrics = {"before": before, "after": after, "calibration": calibration(scored) if scored else [],
-               "train_loss": output.training_loss, "steps": output.global_step, "train_seconds": train_seconds,
+               "train_loss": output.training_loss, "steps": output.global_step,
+               "train_seconds": train_seconds,
                "pairs": len(train_rows), "length_bias": cfg.length_bias, **info}
     result = RunResult("reward", out, metrics, cfg.to_dict(), log_path=log_path,
                        adapter_dir=save_dir if cfg.method != "full" else None, model=model, tokenizer=tok,
@@ -125,7 +121,8 @@ def length_biased(rows: Sequence[dict]) -> list[dict]:
 
 
 def load_reward_model(cfg: RewardConfig) -> tuple[Any, Any, dict]:
-    """(model, tokenizer, info): AutoModelForSequenceClassification with one output, LoRA unless method='full'."""
+    """(model, tokenizer, info): AutoModelForSequenceClassification with one output,
+    LoRA unless method='full'."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
@@ -163,7 +160,8 @@ def build_trainer(cfg: RewardConfig, model, tok, info: dict, train_rows: list[di
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    args = TRLRewardConfig(**trainer_args(cfg, info, out, quiet=shows_progress(callbacks)), save_strategy="no",
+    args = TRLRewardConfig(**trainer_args(cfg, info, out, quiet=shows_progress(callbacks)),
+                           save_strategy="no",
                            max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards or None)
     pairs = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train_rows])
     with quiet_progress():

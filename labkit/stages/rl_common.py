@@ -1,4 +1,5 @@
-"""What the RL stages (grpo, rloo, ppo) share: prompts with answers, held-out accuracy, pre-flight, rollout logs.
+"""What the RL stages (grpo, rloo, ppo) share: prompts with answers, held-out accuracy, pre-flight,
+rollout logs.
 
 The three stages differ only in how they turn rewards into an update; everything around the update is here so
 that a comparison of them is a comparison of the update and nothing else.
@@ -18,11 +19,12 @@ from labkit.config import RLConfig
 from labkit.metrics.periodic import PeriodicEval, Stopwatch
 from labkit.metrics.rl import heldout_accuracy
 from labkit.runs.callbacks import Callbacks
-from labkit.stages.common import data_path, run_callbacks, split_rows
+from labkit.stages.common import data_path, held_out, run_callbacks, split_rows
 
 
 def prompt_messages(prompt: Any, system_prompt: str = "") -> list[dict[str, str]]:
-    """A row's prompt as a message list (a string becomes one user turn), with the config's system turn first."""
+    """A row's prompt as a message list (a string becomes one user turn),
+    with the config's system turn first."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
     if system_prompt and messages[0].get("role") != "system":
         messages = [{"role": "system", "content": system_prompt}, *messages]
@@ -56,7 +58,8 @@ def build_rewards(cfg: RLConfig) -> list[Callable]:
 
 def before_after_samples(before: Sequence[dict], after: Sequence[dict]) -> list[dict]:
     """The same held-out prompts answered before and after training, side by side."""
-    return [{"prompt": b["prompt"], "answer": b["answer"], "before": b["completion"], "after": a["completion"],
+    return [{"prompt": b["prompt"], "answer": b["answer"], "before": b["completion"],
+             "after": a["completion"],
              "correct_before": b["correct"], "correct_after": a["correct"]} for b, a in zip(before, after)]
 
 
@@ -69,11 +72,13 @@ def preflight_summary(report) -> dict[str, Any] | None:
 
 
 def run_preflight(cfg: RLConfig, model, tok, rows: Sequence[dict], funcs: list[Callable]):
-    """labkit.rewards.preflight on the first training prompts; raises PreflightError before any training step."""
+    """labkit.rewards.preflight on the first training prompts;
+    raises PreflightError before any training step."""
     from labkit.rewards import preflight
 
     columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
-    report = preflight(model, tok, [r["prompt"] for r in rows], funcs, columns=columns, reward_weights=cfg.weights,
+    report = preflight(model, tok, [r["prompt"] for r in rows], funcs, columns=columns,
+                       reward_weights=cfg.weights,
                        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
                        temperature=cfg.temperature, probe_prompts=cfg.probe_prompts, seed=cfg.seed)
     print(f"pre-flight passed on {cfg.probe_prompts} prompts × {cfg.num_generations}: "
@@ -133,7 +138,8 @@ class RolloutLog:
         step = (state.global_step + 1) if state is not None else len(self.steps_seen) + 1
         ids = kwargs.get("completion_ids")
         limit = self.max_completion_length
-        self.record(step, prompts, completions, per_fn, tokens=[len(i) for i in ids] if ids is not None else None,
+        self.record(step, prompts, completions, per_fn,
+                    tokens=[len(i) for i in ids] if ids is not None else None,
                     truncated=[len(i) >= limit for i in ids] if ids is not None and limit else None)
 
     def totals(self, per_fn: dict[str, list]) -> list[float]:
@@ -188,7 +194,8 @@ def time_budget(deadline: float | None):
 @dataclasses.dataclass
 class RLRun:
     """What an RL stage has once its pre-flight and baseline are done: the pre-flight report, the held-out
-    eval (None without held-out rows) with the baseline in `before`, the run's callbacks, log and rollout log."""
+    eval (None without held-out rows) with the baseline in `before`, the run's callbacks,
+    log and rollout log."""
 
     report: Any
     heldout: PeriodicEval | None
@@ -202,9 +209,9 @@ class RLRun:
 def start_run(algorithm: str, cfg: RLConfig, model, tok, info: dict, train_rows: list[dict],
               eval_rows: list[dict], funcs: list[Callable], out: pathlib.Path, callbacks=(), *,
               advantage: Callable | None = None, model_note: str = "") -> RLRun:
-    """Sections 4 and 5 of every RL stage: pre-flight on a probe batch (raises PreflightError before any step),
-    held-out greedy accuracy at step 0, then the run's callbacks (held-out eval first, the JSONL log, the
-    caller's) and the rollout log."""
+    """Sections 4 and 5 of every RL stage: pre-flight on a probe batch (raises PreflightError before any
+    step), held-out greedy accuracy at step 0, then the run's callbacks (held-out eval first, the JSONL log,
+    the caller's) and the rollout log."""
     report = run_preflight(cfg, model, tok, train_rows, funcs) if cfg.preflight else None
 
     def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
@@ -214,9 +221,8 @@ def start_run(algorithm: str, cfg: RLConfig, model, tok, info: dict, train_rows:
     print(f"{algorithm.upper()} on {len(train_rows)} prompts × {cfg.num_generations} completions, rewards "
           f"{', '.join(cfg.reward_names)}; LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable"
           f"{model_note}; held-out accuracy before: {before.get('accuracy', float('nan')):.0%}", flush=True)
-    heldout = PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok) if eval_rows \
-        else None
-    cbs, log_path = run_callbacks(out, callbacks, *([heldout] if heldout else []))
+    heldout = held_out(measure, cfg, before, model, tok, eval_rows)
+    cbs, log_path = run_callbacks(out, callbacks, heldout)
     rollouts = RolloutLog(funcs, cfg.weights, cfg.num_generations,
                           out / "rollouts.jsonl" if cfg.log_rollouts else None,
                           max_completion_length=cfg.max_completion_length, advantage=advantage)

@@ -76,8 +76,9 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
         lora_dropout=cfg.lora_dropout, targets=cfg.target_modules, dtype=cfg.dtype, device=cfg.device,
         backend=cfg.backend, max_length=cfg.max_length, gradient_checkpointing=cfg.gradient_checkpointing,
         seed=cfg.seed)
-    print(f"SFT {cfg.method} via {info['backend']} ({info['backend_reason']}); {info['trainable_params']:,} of "
-          f"{info['total_params']:,} parameters trainable; compute dtype {info['compute_dtype']}", flush=True)
+    print(f"SFT {cfg.method} via {info['backend']} ({info['backend_reason']}); {info['trainable_params']:,} "
+          f"of {info['total_params']:,} parameters trainable; compute dtype {info['compute_dtype']}",
+          flush=True)
 
     # 4. baseline eval ----------------------------------------------------------------------------
     model.eval()
@@ -116,7 +117,8 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
     tokens = trained_tokens(trainer, since_step=int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
     probe = [{"prompt": b["prompt"], "before": b["loss"], "after": a["loss"]}
              for b, a in zip(probe_before["per_prompt"], probe_after["per_prompt"])]
-    metrics = {"before": before, "after": after, "probe_per_prompt": probe, "train_loss": output.training_loss,
+    metrics = {"before": before, "after": after, "probe_per_prompt": probe,
+               "train_loss": output.training_loss,
                "steps": output.global_step, "train_seconds": train_seconds,
                "tokens_per_s": tokens / train_seconds if train_seconds else 0.0, **info}
     result = RunResult("sft", out, metrics, cfg.to_dict(), log_path=log_path,
@@ -140,7 +142,8 @@ def build_trainer(cfg: SFTConfig, model, tok, info: dict, train_ds, eval_ds, cal
         weight_decay=cfg.weight_decay, activation_checkpointing=cfg.gradient_checkpointing,
         eval_strategy="steps" if cfg.eval_every and eval_ds is not None else "no",
         eval_steps=cfg.eval_every or None, save_strategy="steps" if cfg.save_every else "no",
-        save_steps=cfg.save_every or 500, padding_free=cfg.padding_free and not cfg.packing, packing=cfg.packing,
+        save_steps=cfg.save_every or 500, padding_free=cfg.padding_free and not cfg.packing,
+        packing=cfg.packing,
         # Lengths were validated up front; TRL's own truncation would only hide a bad row.
         max_length=cfg.max_length if cfg.packing else None, completion_only_loss=False,
     )
@@ -167,7 +170,8 @@ def _compact_loss_trainer(base):
             labels = inputs.get("labels")
             if not model.training or return_outputs or labels is None or labels.shape[0] != 1:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            keep = (labels[0, 1:] != IGNORE_INDEX).nonzero().squeeze(-1)   # [K] positions whose next token counts
+            # [K] positions whose next token counts
+            keep = (labels[0, 1:] != IGNORE_INDEX).nonzero().squeeze(-1)
             targets = labels[0, keep + 1]                                   # [K]
             forward = {k: v for k, v in inputs.items() if k != "labels"}
             logits = model(**forward, use_cache=False, logits_to_keep=keep).logits[0]  # [K, V]
@@ -179,10 +183,12 @@ def _compact_loss_trainer(base):
             with torch.no_grad():  # the metrics TRL logs, from the kept logits only
                 k = max(keep.numel(), 1)
                 probs = logits.float().softmax(-1)
-                self._metrics["train"]["entropy"].append(float(-(probs * probs.clamp_min(1e-30).log()).sum() / k))
-                self._metrics["train"]["mean_token_accuracy"].append(float((logits.argmax(-1) == targets).sum() / k))
-                self._total_train_tokens += int(forward["position_ids"].shape[1]) if "position_ids" in forward \
-                    else int(forward["attention_mask"].sum())
+                self._metrics["train"]["entropy"].append(
+                    float(-(probs * probs.clamp_min(1e-30).log()).sum() / k))
+                self._metrics["train"]["mean_token_accuracy"].append(
+                    float((logits.argmax(-1) == targets).sum() / k))
+                self._total_train_tokens += int(forward["position_ids"].shape[1]) \
+                    if "position_ids" in forward else int(forward["attention_mask"].sum())
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
 
@@ -196,7 +202,8 @@ def _scores(evaluation: dict) -> dict:
 def trained_tokens(trainer, since_step: int = 0) -> int:
     """Tokens trained on after `since_step` (the step a resumed run started from). TRL logs a cumulative
     `num_tokens` (pads excluded) with every training log."""
-    counts = [(e["step"], e["num_tokens"]) for e in trainer.state.log_history if "num_tokens" in e and "loss" in e]
+    counts = [(e["step"], e["num_tokens"])
+              for e in trainer.state.log_history if "num_tokens" in e and "loss" in e]
     if not counts:
         return 0
     earlier = [n for step, n in counts if step <= since_step]

@@ -15,7 +15,8 @@ SAFETY = Task("safety", (Metric("refusal_rate"), Metric("over_refusal_rate", hig
 
 
 def card(mmlu: list[float], over_refusal: list[float] | None = None) -> EvalCard:
-    m = [Scored("accuracy_loglik", str(i), v, {"subject": "bio" if i % 2 else "geo"}) for i, v in enumerate(mmlu)]
+    m = [Scored("accuracy_loglik", str(i), v, {"subject": "bio" if i % 2 else "geo"})
+         for i, v in enumerate(mmlu)]
     s = [Scored("over_refusal_rate", str(i), v) for i, v in enumerate(over_refusal or [])]
     table = slice_rows(MMLU, m) + (slice_rows(SAFETY, s) if s else [])
     return EvalCard("m", table, scores_json("mmlu", m) + scores_json("safety", s), {})
@@ -36,10 +37,12 @@ def test_max_regression_is_direction_aware_and_gives_a_ci():
     base = card([1] * 10, over_refusal=[0] * 10)
     gate = Gate([Rule("mmlu", "accuracy_loglik", max_regression=0.1),
                  Rule("safety", "over_refusal_rate", max_regression=0.1)])
-    assert gate.check(card([1] * 9 + [0], over_refusal=[1] + [0] * 9), baseline=base).passed  # exactly 0.1 worse
+    # exactly 0.1 worse
+    assert gate.check(card([1] * 9 + [0], over_refusal=[1] + [0] * 9), baseline=base).passed
     result = gate.check(card([1] * 5 + [0] * 5, over_refusal=[1] * 3 + [0] * 7), baseline=base)
     assert not result.passed and len(result.reasons) == 2
-    assert result.reasons[0].startswith("mmlu/accuracy_loglik regressed by 0.500 (1.000 → 0.500; change 95% CI [")
+    assert result.reasons[0].startswith("mmlu/accuracy_loglik regressed by 0.500 "
+                                        "(1.000 → 0.500; change 95% CI [")
     assert "over_refusal_rate regressed by 0.300 (0.000 → 0.300" in result.reasons[1]
     # a fall of a ↓ metric is an improvement, not a regression
     assert gate.check(base, baseline=card([1] * 10, over_refusal=[1] * 10)).passed
@@ -59,10 +62,12 @@ def test_slice_star_checks_every_slice_and_missing_things_fail_loudly():
 
 
 def test_gate_from_dict_round_trip_and_bad_rules(tmp_path):
-    gate = Gate.from_dict({"name": "release", "rules": [{"task": "mmlu", "metric": "accuracy_loglik", "min": 0.3}]})
+    gate = Gate.from_dict({"name": "release",
+                           "rules": [{"task": "mmlu", "metric": "accuracy_loglik", "min": 0.3}]})
     assert gate.name == "release" and gate.rules == [Rule("mmlu", "accuracy_loglik", min=0.3)]
     assert Gate.from_dict(gate.to_dict()) == gate
-    (tmp_path / "g.json").write_text('[{"task": "mmlu", "metric": "accuracy_loglik", "max_regression": 0.02}]')
+    (tmp_path / "g.json").write_text('[{"task": "mmlu", "metric": "accuracy_loglik", '
+                                     '"max_regression": 0.02}]')
     assert Gate.load(tmp_path / "g.json").rules[0].max_regression == 0.02
     with pytest.raises(ConfigError, match="rules\\[0\\].*unknown key.*minimum"):
         Gate.from_dict([{"task": "mmlu", "metric": "acc", "minimum": 0.3}])

@@ -7,6 +7,7 @@ import pytest
 
 from labkit.config import EvalConfig
 from labkit.eval import humaneval
+from labkit.eval.sandbox import boundary
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,8 @@ def problems():
 
 def test_every_canonical_solution_passes_in_the_sandbox(problems):
     assert len(problems) == 164
-    results = humaneval.check_solutions(problems, [p["canonical_solution"] for p in problems])
+    results = humaneval.check_solutions(problems, [p["canonical_solution"] for p in problems],
+                                        allow_weak_sandbox=not boundary().available)
     failed = [(p["task_id"], r.status, r.stderr[-200:]) for p, r in zip(problems, results) if not r.ok]
     assert failed == []
 
@@ -24,9 +26,20 @@ def test_every_canonical_solution_passes_in_the_sandbox(problems):
 def test_wrong_and_hanging_solutions_fail(problems):
     first = problems[0]  # has_close_elements
     wrong, hang = "    return False\n", "    while True:\n        pass\n"
-    results = humaneval.check_solutions([first, first], [wrong, hang], timeout=1.0)
+    results = humaneval.check_solutions([first, first], [wrong, hang], timeout=1.0,
+                                        allow_weak_sandbox=not boundary().available)
     assert [r.status for r in results] == ["failed", "timeout"]
     assert "AssertionError" in results[0].stderr
+
+
+def test_an_early_exit_or_an_always_equal_answer_fails(problems):
+    first = problems[0]  # has_close_elements: returns a bool
+    cheats = ["    import os\n    os._exit(0)\n", "    raise SystemExit(0)\n",
+              "    class Yes:\n        __eq__ = lambda self, other: True\n    return Yes()\n",
+              "    return True\nimport sys\nsys.exit(0)\n"]
+    results = humaneval.check_solutions([first] * len(cheats), cheats, timeout=3.0,
+                                        allow_weak_sandbox=not boundary().available)
+    assert [r.status for r in results] == ["failed"] * len(cheats), [r.stderr[-200:] for r in results]
 
 
 @pytest.mark.parametrize(("n", "c", "k", "expected"), [(5, 2, 1, 0.4), (5, 0, 1, 0.0), (5, 5, 3, 1.0),
@@ -55,7 +68,7 @@ def test_a_full_function_reply_runs_after_the_prompt(problems):
              "float) -> bool:\n    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in "
              "numbers[i + 1:])\n```")
     completion = humaneval.completion_from(reply, first["entry_point"])
-    assert humaneval.check_solutions([first], [completion])[0].ok
+    assert humaneval.check_solutions([first], [completion], allow_weak_sandbox=not boundary().available)[0].ok
 
 
 def test_loader_hub_and_bad_rows(monkeypatch):
@@ -73,8 +86,9 @@ def test_loader_hub_and_bad_rows(monkeypatch):
 def test_run_on_tiny_model_scores_each_k(tiny):
     model, tok = tiny
     cfg = EvalConfig(limit=2, humaneval_samples=2, humaneval_k="1,2", humaneval_max_new_tokens=8,
-                     sandbox_timeout=2)
+                     sandbox_timeout=2, allow_weak_sandbox=not boundary().available)
     out = humaneval.run(model, tok, humaneval.load(cfg), cfg)
     assert sorted(s.metric for s in out.scores) == ["pass@1", "pass@1", "pass@2", "pass@2"]
     assert all(0.0 <= s.score <= 1.0 for s in out.scores)
     assert sum(out.info["statuses"].values()) == 4
+    assert ("bwrap" in out.info["sandbox_layers"]) == boundary().available

@@ -1,8 +1,10 @@
 """The sandbox contains hostile programs and reports each one; these run real processes,
-a second or two each."""
+a second or two each. Where bubblewrap is missing they run in the weak sandbox (the boundary's own tests
+skip); tests/eval/test_hostile.py holds the programs written to get past the guard."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -12,7 +14,22 @@ import threading
 
 import pytest
 
-from labkit.eval.sandbox import Sandbox, run_python
+from labkit.eval import sandbox
+from labkit.eval.sandbox import Boundary, Sandbox, SandboxUnavailable, boundary, run_python
+
+HAVE_BOUNDARY = boundary().available
+needs_boundary = pytest.mark.skipif(not HAVE_BOUNDARY, reason=f"no OS sandbox here: {boundary().reason}")
+
+
+@pytest.fixture(autouse=True)
+def _weak_where_no_boundary(monkeypatch):
+    """Without bwrap the guard and OS-layer tests still run, in the weak sandbox they opt into."""
+    if not HAVE_BOUNDARY:
+        session = Sandbox._session
+        def weak(self, *args, **kwargs):
+            return session(dataclasses.replace(self, allow_weak=True), *args, **kwargs)
+
+        monkeypatch.setattr(Sandbox, "_session", weak)
 
 
 def test_a_correct_program_passes_and_its_output_is_captured():
@@ -90,7 +107,11 @@ def test_scratch_is_writable_and_deleted_afterwards():
                    "print(os.getcwd())\nprint(os.listdir('.'))")
     assert r.status == "passed", r.stderr
     scratch, listing = r.stdout.splitlines()
-    assert listing == "['notes.txt']" and not os.path.exists(scratch)
+    assert listing == "['notes.txt']"
+    if HAVE_BOUNDARY:  # a tmpfs of the sandbox's own: nothing of it exists outside
+        assert scratch == "/scratch" and "scratch-tmpfs" in r.layers
+    else:
+        assert not os.path.exists(scratch)
 
 
 def test_sockets_are_blocked():
@@ -145,3 +166,63 @@ def test_ctypes_is_blocked_so_the_hook_cannot_be_bypassed():
 def test_sandbox_object_carries_limits():
     box = Sandbox(timeout=1.0, memory_mb=128)
     assert box.run("print(1)").ok and box.run("while True: pass").status == "timeout"
+
+
+# ---- the OS boundary ---------------------------------------------------------------------------------------
+
+@needs_boundary
+def test_the_boundary_layers_are_recorded_and_the_program_sees_only_itself():
+    r = run_python("import os\nprint(os.getpid(), os.getuid(), sorted(os.listdir('/')), "
+                   "sorted(e for e in os.listdir('/proc') if e.isdigit()), dict(os.environ)['HOME'])")
+    assert r.ok, r.stderr
+    pid, uid, *_ = r.stdout.split()
+    assert (pid, uid) == ("1", "65534")  # PID 1 of its own namespace, nobody inside
+    assert "'1']" in r.stdout and "'tmp'" not in r.stdout and "'etc'" not in r.stdout
+    for layer in ("bwrap", "pid-ns", "mount-ns", "user-ns", "no-network", "rlimits", "session", "guard"):
+        assert layer in r.layers, (layer, r.layers)
+    assert "pids-cgroup" in r.layers or "nproc" in r.layers or os.geteuid() != 0
+    assert "weak" not in r.layers
+
+
+@needs_boundary
+def test_rlimits_apply_inside_the_boundary():
+    r = run_python("print(open('/proc/self/limits').read())", timeout=3, memory_mb=256, max_open_files=40)
+    limits = {" ".join(line.split()[:-3]): line.split()[-3] for line in r.stdout.splitlines()[1:] if line}
+    assert limits["Max cpu time"] == "3" and limits["Max address space"] == str(256 << 20)
+    assert limits["Max open files"] == "40" and limits["Max core file size"] == "0"
+
+
+def test_without_a_boundary_labkit_refuses_unless_told_otherwise(monkeypatch):
+    monkeypatch.setattr(sandbox, "boundary", lambda: Boundary(False, reason="bwrap is not installed"))
+    monkeypatch.setattr(Sandbox, "_session", _REAL_SESSION)
+    with pytest.raises(SandboxUnavailable, match="bwrap is not installed.*apt-get install bubblewrap.*"
+                                                 "allow_weak=True"):
+        run_python("print(1)")
+    r = run_python("print(1)", allow_weak=True)
+    assert r.ok and r.layers[0] == "weak" and "bwrap" not in r.layers
+
+
+def test_check_passes_only_on_the_tests_own_verdict():
+    tests = "def f(x):\n    pass\n\ndef check(candidate):\n" \
+            "    assert candidate([1, 2.5, 'a', b'b', (None, True), " \
+            "{3: frozenset({1j})}]) == [1, 2.5, 'a', b'b', (None, True), {3: frozenset({1j})}]\n" \
+            "    assert candidate(x=-2 ** 100) == -2 ** 100\n"
+    assert Sandbox().check("def f(x):\n    return x\n", tests, "f").ok
+    wrong = Sandbox().check("def f(x):\n    return [x]\n", tests, "f")
+    assert wrong.status == "failed" and "AssertionError" in wrong.stderr
+    raised = Sandbox().check("def f(x):\n    raise KeyError('no')\n", tests, "f")
+    assert raised.status == "failed" and "KeyError: " in raised.stderr and "no" in raised.stderr
+    exited = Sandbox().check("import sys\ndef f(x):\n    sys.exit(0)\n", tests, "f")
+    assert exited.status == "failed" and exited.returncode == 0 and "stopped answering" in exited.stderr
+
+
+def test_the_card_shows_the_sandbox_layers():
+    from labkit.eval.card import EvalCard
+
+    card = EvalCard("m", [], [], {}, {"info": {"humaneval": {"sandbox_layers": ["bwrap", "pid-ns"]}}})
+    assert "humaneval sandbox layers: bwrap, pid-ns" in card._repr_html_()
+    card.meta["info"]["humaneval"]["sandbox_layers"] = ["weak", "rlimits"]
+    assert "WEAK" in card._repr_html_()
+
+
+_REAL_SESSION = Sandbox._session

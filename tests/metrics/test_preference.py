@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labkit.metrics.preference import completion_logps, implicit_reward_accuracy, pair_logps, preference_accuracy
+from labkit.metrics.preference import (
+    completion_logps,
+    implicit_reward_accuracy,
+    pair_logps,
+    preference_accuracy,
+)
 from labkit.metrics.reward_hacking import best_of_n_curve, final_number, length_slope
 from labkit.models.logprobs import IGNORE_INDEX
 
@@ -26,7 +31,8 @@ def naive_logp(model, tok, prompt, reply) -> float:
 
 def test_batched_completion_logps_equal_one_at_a_time(tiny):
     model, tok = tiny
-    replies = [[{"role": "assistant", "content": t}] for t in ("5", "2 + 3 = 5\n#### 5", "It is six, I think.")]
+    replies = [[{"role": "assistant", "content": t}]
+               for t in ("5", "2 + 3 = 5\n#### 5", "It is six, I think.")]
     batched = completion_logps(model, tok, [(PROMPT, r) for r in replies], batch_size=2)
     for (total, avg, n), reply in zip(batched, replies):
         assert total == pytest.approx(naive_logp(model, tok, PROMPT, reply), abs=1e-4)
@@ -50,7 +56,8 @@ def test_pair_logps_on_sample_rows(tiny):
     rows = load_sample("preference_pairs", split="heldout")[:3]
     out = pair_logps(model, tok, rows)
     assert [o["kind"] for o in out] == [r["source_kind"] for r in rows]
-    assert out[0]["chosen"] == pytest.approx(naive_logp(model, tok, rows[0]["prompt"], rows[0]["chosen"]), abs=1e-4)
+    assert out[0]["chosen"] == pytest.approx(naive_logp(model, tok, rows[0]["prompt"], rows[0]["chosen"]),
+                                             abs=1e-4)
     assert IGNORE_INDEX == -100
 
 
@@ -62,7 +69,8 @@ def test_final_number_prefers_the_marked_answer():
 
 def test_best_of_n_picks_the_highest_reward_and_controls_for_length():
     # Reward = 0.1 per token: a pure length bias. Longer replies are wrong, short ones right.
-    pool = [[{"prompt": "p", "text": "#### 5" if t < 20 else f"{'blah ' * t}#### 4", "tokens": t, "reward": 0.1 * t}
+    pool = [[{"prompt": "p", "text": "#### 5" if t < 20 else f"{'blah ' * t}#### 4",
+              "tokens": t, "reward": 0.1 * t}
              for t in (10, 30, 12, 40)] for _ in range(3)]
     slope, intercept = length_slope(pool)
     assert slope == pytest.approx(0.1) and intercept == pytest.approx(0.0, abs=1e-9)
@@ -70,6 +78,7 @@ def test_best_of_n_picks_the_highest_reward_and_controls_for_length():
     assert [r["tokens"] for r in curve] == [10, 30, 40]
     assert [r["correct"] for r in curve] == [1.0, 0.0, 0.0]
     # The length-controlled reward sees through it: all of the reward was length.
-    assert all(r["length_controlled_reward"] == pytest.approx(curve[0]["length_controlled_reward"]) for r in curve)
+    assert all(r["length_controlled_reward"] == pytest.approx(curve[0]["length_controlled_reward"])
+               for r in curve)
     with pytest.raises(ValueError, match="best-of-8"):
         best_of_n_curve(pool, ["5"] * 3, ns=(8,))

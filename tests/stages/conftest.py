@@ -94,12 +94,6 @@ class WeightsBefore:
                        f"{[type(s.model).__name__ for s in self.snapshots]}")
         return found[-1]
 
-    @property
-    def only(self) -> Snapshot:
-        """The one snapshot of a test that loaded exactly one model."""
-        assert len(self.snapshots) == 1, f"{len(self.snapshots)} models were loaded, expected 1"
-        return self.snapshots[0]
-
 
 @pytest.fixture
 def weights_before(monkeypatch) -> WeightsBefore:

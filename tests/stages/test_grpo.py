@@ -4,9 +4,9 @@ rollout log matches what the trainer saw, and pre-flight stops a run that cannot
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
-import torch
 
 import labkit.stages.grpo as grpo
 import labkit.stages.rloo as rloo
@@ -30,41 +30,24 @@ def varied(prompts, completions, **kwargs):
     return [len(set(t)) / max(len(t), 1) for t in texts]
 
 
-def lora_weights(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
-
-
 @pytest.mark.parametrize("stage, loss_type", [(grpo, "grpo"), (grpo, "dr_grpo"), (grpo, "dapo"), (rloo, "grpo")])
-def test_stage_trains_the_adapter_and_logs_every_rl_signal(stage, loss_type, tiny_model_dir, tmp_path):
+def test_stage_trains_the_adapter_and_logs_every_rl_signal(stage, loss_type, tiny_model_dir, tmp_path,
+                                                           weights_before, assert_trained):
     from labkit.dash import RL_PANELS, LiveDashboard
-    from labkit.models import adapters
-
-    captured = {}
-    real = adapters.load_for_training
-
-    def keep_initial(*args, **kwargs):
-        model, tok, info = real(*args, **kwargs)
-        captured.update(lora_weights(model))
-        return model, tok, info
 
     dash = LiveDashboard(RL_PANELS)
-    adapters.load_for_training = keep_initial
-    try:
-        result = stage.train(cfg(tiny_model_dir, tmp_path, loss_type=loss_type), callbacks=[dash],
-                             reward_funcs=[varied])
-    finally:
-        adapters.load_for_training = real
+    result = stage.train(cfg(tiny_model_dir, tmp_path, loss_type=loss_type), callbacks=[dash], reward_funcs=[varied])
     m = result.metrics
     assert m["algorithm"] == stage.__name__.rsplit(".", 1)[1] and m["steps"] == 2
-    assert m["train_loss"] == m["train_loss"]  # finite, not NaN
-    after = lora_weights(result.model)
-    assert any(not torch.equal(after[n], captured[n]) for n in captured), "the adapter did not move"
+    assert math.isfinite(m["train_loss"])
+    snap = assert_trained(weights_before, result.model)  # every LoRA tensor moved, every base weight did not
+    assert all("lora_" in n for n in snap.trainable)
 
     steps = [e for e in read_jsonl(result.log_path) if e["event"] == "step"]
     assert [e["step"] for e in steps] == [1, 2]
     for key in ("reward", "reward_std", "rewards/varied/mean", "kl", "entropy", "completions/mean_length",
                 "completions/clipped_ratio", "frac_reward_zero_std"):
-        assert all(key in e and e[key] == e[key] for e in steps), key
+        assert all(key in e and math.isfinite(e[key]) for e in steps), key
     evals = [e for e in read_jsonl(result.log_path) if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [0, 1, 2] and all("heldout/accuracy" in e for e in evals)
     assert [c["step"] for c in m["curve"]] == [0, 1, 2]

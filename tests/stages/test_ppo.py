@@ -178,40 +178,23 @@ RESULT_METRICS = {"algorithm", "before", "after", "curve", "steps", "train_secon
 
 
 @pytest.mark.smoke
-def test_ppo_trains_adapter_and_value_head_only(tiny_model_dir, tmp_path, monkeypatch, chars_reward):
+def test_ppo_trains_adapter_and_value_head_only(tiny_model_dir, tmp_path, chars_reward, weights_before, assert_trained):
     from labkit.dash.rl import ROLLOUT_FIELDS, load_rollouts
-    from labkit.models import adapters
 
-    seen, real_load = {}, adapters.load_for_training
-
-    def load(*a, **k):
-        model, tok, info = real_load(*a, **k)
-        seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-        seen["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
-        return model, tok, info
-
-    class Net(ppo.PolicyWithValue):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            seen["net"] = self
-            seen["head"] = {n: p.detach().clone() for n, p in self.value_head.named_parameters()}
-
-    monkeypatch.setattr(adapters, "load_for_training", load)
-    monkeypatch.setattr(ppo, "PolicyWithValue", Net)
+    weights_before.watch(ppo, "PolicyWithValue")  # the value head is built around the loaded policy
     rec = Recorder()
     result = ppo.train(cfg(tiny_model_dir, tmp_path), callbacks=[rec])
 
-    # LoRA weights and the value head moved; every base weight is bit-identical.
-    after = dict(result.model.named_parameters())
-    trainable = seen["trainable"]
-    assert trainable and all("lora_" in n for n in trainable)
-    for name, before in seen["before"].items():
-        changed = not torch.equal(before, after[name].detach())
-        assert changed == (name in trainable), f"{name}: changed={changed}, trainable={name in trainable}"
-    head = dict(seen["net"].value_head.named_parameters())
-    assert all(not torch.equal(seen["head"][n], head[n].detach()) for n in head)
+    # LoRA weights and the value head moved; every base weight is bit-identical. The policy is checked under its
+    # own names and again inside the wrapper (policy.*), where the value head's tensors are trainable too.
+    policy, net = (s.model for s in weights_before.snapshots)
+    assert policy is result.model and net.policy is result.model
+    snap = assert_trained(weights_before, result.model)
+    assert all("lora_" in n for n in snap.trainable)
+    snap = assert_trained(weights_before, net)
+    assert {n for n in snap.trainable if "lora_" not in n} == {"value_head.weight", "value_head.bias"}
     saved = torch.load(result.output_dir / "value_head.pt")
-    assert torch.equal(saved["weight"], head["weight"].detach())
+    assert torch.equal(saved["weight"], net.value_head.weight.detach())
 
     # Every step logs the GRPO-named metrics, finite; KL starts at exactly 0 (LoRA B = 0) and then moves.
     steps = [e for e in read_jsonl(result.log_path) if e["event"] == "step"]

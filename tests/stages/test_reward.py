@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import labkit.stages.reward as rm
@@ -19,12 +21,19 @@ def cfg(tiny_model_dir, tmp_path, **kw) -> RewardConfig:
     return RewardConfig.from_preset("cpu-smoke", **{**base, **kw})
 
 
-def test_reward_model_trains_head_and_adapter_and_scores_pairs(tiny_model_dir, tmp_path):
+def test_reward_model_trains_head_and_adapter_and_scores_pairs(tiny_model_dir, tmp_path, weights_before,
+                                                                 assert_trained):
     result = rm.train(cfg(tiny_model_dir, tmp_path))
-    trainable = [n for n, p in result.model.named_parameters() if p.requires_grad]
-    assert any("score" in n for n in trainable) and any("lora_" in n for n in trainable)
+    # Every LoRA tensor and PEFT's trainable copy of the new `score` head moved; the base, including the head's
+    # frozen original (score.original_module), is bit-identical.
+    snap = assert_trained(weights_before, result.model)
+    head = {n for n in snap.trainable if "score" in n}
+    assert head and all(".modules_to_save." in n for n in head)
+    assert all("lora_" in n for n in snap.trainable - head) and snap.trainable - head
+    assert any("score.original_module" in n for n in snap.frozen)
     m = result.metrics
-    assert m["steps"] == 3 and 0 <= m["after"]["accuracy"] <= 1 and m["calibration"]
+    assert m["steps"] == 3 and math.isfinite(m["train_loss"]) and 0 <= m["after"]["accuracy"] <= 1
+    assert m["calibration"]
     assert {"accuracy/slip", "accuracy/guess", "accuracy/padded"} <= set(m["after"])
     evals = [e for e in read_jsonl(result.log_path) if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [0, 1, 2, 3]
