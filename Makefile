@@ -21,6 +21,7 @@ test-slow: setup
 
 lint: setup
 	$(PY) -m ruff check labkit kernels tests bench notebooks
+	$(VENV)/bin/lint-imports
 
 samples: setup
 	$(PY) -m labkit.data.samples build

@@ -426,16 +426,18 @@ class EvalConfig(Config):
     adapter: str = field("", "a PEFT adapter directory to evaluate on top of `model` ('' = the base model)")
     tasks: str = field(EVAL_TASKS,
                        "comma list of tasks: gsm8k, mmlu, humaneval, ifeval, safety, judge, needle")
-    source: str = field("auto", "where rows come from: hub (datasets), fixture (data_samples/eval) or auto "
-                        "(the hub when reachable or cached, else the fixture)",
-                        choices=("auto", "hub", "fixture"))
+    source: str = field("auto", "where rows come from: hub (datasets), real (the real benchmark items "
+                        "shipped in data_samples/eval/*_real.jsonl), fixture (labkit's small look-alike "
+                        "items, for tests) or auto (the hub when reachable or cached, else real)",
+                        choices=("auto", "hub", "real", "fixture"))
     limit: int = field(0, "rows per task (0 = all); a seeded sample keeps the benchmark's order")
     batch_size: int = field(8, "prompts per generate / forward batch")
     max_new_tokens: int = field(128,
                                 "new tokens per generated answer (GSM8K, MMLU-gen, IFEval, safety, judge)")
     gsm8k_shots: int = field(0, "GSM8K: worked examples from the train split put before each question")
     mmlu_modes: str = field("loglik,generate",
-                            "MMLU: score options by log-likelihood, by a generated letter, or both")
+                            "MMLU: comma list of loglik (letter log-likelihood), generate (a generated "
+                            "letter), cloze (each option's text, length-normalised, as SmolLM2's card)")
     humaneval_samples: int = field(1,
                                    "HumanEval: completions sampled per problem (n of the pass@k estimator)")
     humaneval_k: str = field("1", "HumanEval: comma list of k for pass@k (each ≤ humaneval_samples)")
@@ -475,8 +477,8 @@ class EvalConfig(Config):
             raise ConfigError("humaneval_k", f"each k must be between 1 and humaneval_samples "
                               f"({self.humaneval_samples}); got {self.humaneval_k!r}", config="EvalConfig")
         modes = {m.strip() for m in self.mmlu_modes.split(",") if m.strip()}
-        if not modes or modes - {"loglik", "generate"}:
-            raise ConfigError("mmlu_modes", f"{self.mmlu_modes!r}: use loglik, generate or both",
+        if not modes or modes - {"loglik", "generate", "cloze"}:
+            raise ConfigError("mmlu_modes", f"{self.mmlu_modes!r}: use loglik, generate, cloze or a list",
                               config="EvalConfig")
         if any(d < 0 or d > 1 for d in self.floats("needle_depths")):
             raise ConfigError("needle_depths", "each depth is a fraction between 0 and 1",

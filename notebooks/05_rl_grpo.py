@@ -48,8 +48,9 @@ print(cfg.help().splitlines()[0], "\n", {k: v for k, v in cfg.to_dict().items() 
 # %% [markdown]
 # ## 1. The reward is code: test it before you train with it
 #
-# `labkit.rewards` holds the checkers. `correctness` pulls the final number out of a reply (`#### n`, then
-# `\boxed{n}`, then the last number; commas, signs and units handled) and compares it with the answer.
+# `labkit.rewards` holds the checkers. `correctness` reads a reply's final number with labkit's one answer
+# reader (the first `#### n`, else `\boxed{n}`, else "the answer is n", else the last number; fractions,
+# decimals, commas, signs and units handled) and compares it with the answer as an exact number.
 # Score some hand-written replies, including ones that *should* fool a sloppy checker. Edit the box and
 # press **score**: a reward you have not tried on bad answers is a reward the policy will exploit.
 

@@ -42,7 +42,6 @@ from labkit.data.validate import validate_rows
 SAMPLES_DIR = Path(os.fspath(importlib.resources.files("labkit.data_samples")))
 
 FORMAT_RE = re.compile(r"(\d+) ([+\-*]) (\d+) = (-?\d+)\n#### (-?\d+)")
-ANSWER_RE = re.compile(r"####\s*(-?\d+)")
 
 
 def format_ok(text: str) -> bool:
@@ -61,7 +60,7 @@ def extract_answer(text: str) -> str | None:
     labkit's one answer reader (labkit.rewards.read_answer) restricted to its `####` rule: the probes
     score the trained format, so a right number written without the marker does not count here.
     """
-    from labkit.rewards.verifiable import extract_number  # late: building samples needs no rewards package
+    from labkit.data.answers import extract_number
 
     return extract_number(text, marker_only=True)
 

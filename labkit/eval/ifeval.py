@@ -32,6 +32,7 @@ from labkit.eval.tasks import (
     Scored,
     Task,
     TaskOutput,
+    fixture_label,
     load_hub,
     read_fixture,
     register,
@@ -344,7 +345,8 @@ def validate(rows: list[dict], source: str) -> None:
 
 
 def load(cfg: EvalConfig) -> list[dict]:
-    """Rows from google/IFEval (train, its only split) or the fixture, checked whole, then subsampled."""
+    """Rows from google/IFEval (train, its only split), the shipped IFEval prompts or the fixture, checked
+    whole, then subsampled."""
     used = {}
 
     def hub():
@@ -352,7 +354,7 @@ def load(cfg: EvalConfig) -> list[dict]:
         return load_hub(HUB, split="train")
 
     def fixture():
-        used["source"] = "data_samples/eval/ifeval.jsonl"
+        used["source"] = fixture_label("ifeval")
         return read_fixture("ifeval")
 
     rows = rows_from(cfg.source, fixture, hub, "ifeval")

@@ -19,6 +19,12 @@ through the chat template.
 - generate (`accuracy_generate`): a greedy reply of a few tokens, read by `parse_choice`. A model that
   knows the answer but does not say it in a readable form loses here, which is what a user would see; the
   share of replies naming no option is `invalid_generate` in the info.
+- cloze (`accuracy_cloze`): the "MMLU (cloze)" of SmolLM2's model card (lighteval's mmlu_cf). The options are
+  not shown: plain text, no chat template, "The following are questions about <subject>.\nQuestion: …\n
+  Answer:", and each option's text (with a leading space) is scored as a continuation; the pick is the
+  highest summed log-probability divided by the option's length in characters (lighteval's
+  acc_norm_nospace). Four scored continuations per row, so about four times the cost of loglik. A small
+  model that cannot yet map an answer to a letter still shows what it knows here.
 
 Slices: subject.
 """
@@ -39,6 +45,7 @@ from labkit.eval.tasks import (
     Scored,
     Task,
     TaskOutput,
+    fixture_label,
     letter_ids,
     load_hub,
     read_fixture,
@@ -122,6 +129,46 @@ def letter_logprobs(model, tok, rows: list[dict], batch_size: int = 8,
     if method == "continuation":
         return _continuation_logprobs(model, tok, prompts, pad_id, batch_size)
     raise ValueError(f"unknown method {method!r}: use 'next_token' or 'continuation'")
+
+
+# ---- cloze -------------------------------------------------------------------------------------------
+
+def cloze_prompt(row: dict) -> str:
+    """The cloze context for one row: plain text ending in "Answer:"; the options are not listed."""
+    subject = row["subject"].replace("_", " ")
+    return f"The following are questions about {subject}.\nQuestion: {row['question']}\nAnswer:"
+
+
+def cloze_logprobs(model, tok, rows: list[dict], batch_size: int = 8) -> list[list[float]]:
+    """Per row, the summed log-probability of each option's text (" " + option) after cloze_prompt.
+
+    The option's tokens are those of prompt + option past the longest prefix shared with the prompt's own
+    tokens, so a merge across the boundary is scored as the model would read the whole text."""
+    seqs, masks = [], []
+    for r in rows:
+        context = encode(tok, cloze_prompt(r))
+        for choice in r["choices"]:
+            whole = encode(tok, cloze_prompt(r) + " " + str(choice))
+            shared = next((i for i, (a, b) in enumerate(zip(context, whole)) if a != b), len(context))
+            seqs.append(whole)
+            masks.append([0] * shared + [1] * (len(whole) - shared))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    totals = [lp for lp, _ in masked_logps(model, seqs, masks, pad_id=pad_id, batch_size=batch_size)]
+    return [totals[i:i + 4] for i in range(0, len(totals), 4)]
+
+
+def score_cloze(rows: list[dict], logprobs: list[list[float]]) -> list[Scored]:
+    """`accuracy_cloze`: the answer's option has the highest log-probability per character (a tie that
+    includes it scores 1/k, as in score_logprobs)."""
+    if len(rows) != len(logprobs):
+        raise ValueError(f"{len(rows)} rows but {len(logprobs)} log-prob lists")
+    scores = []
+    for i, (r, lp) in enumerate(zip(rows, logprobs)):
+        normed = [x / max(1, len(str(c))) for x, c in zip(lp, r["choices"])]
+        top = top_letters(normed)
+        scores.append(Scored("accuracy_cloze", str(r.get("id", i)),
+                             1 / len(top) if r["answer"] in top else 0.0, {"subject": str(r["subject"])}))
+    return scores
 
 
 # ---- generate ----------------------------------------------------------------------------------------------
@@ -323,8 +370,9 @@ def validate(rows: list[dict], source: str) -> None:
 
 
 def load(cfg: EvalConfig) -> list[dict]:
-    """Rows from cais/mmlu ("all", test) or the fixture, checked, each with an `id` (its position in the
-    source, so cards with different limits still pair item by item), subsampled by cfg.limit."""
+    """Rows from cais/mmlu ("all", test), the shipped real items or the fixture, checked, each with an `id`
+    (its position in the source, so cards with different limits still pair item by item), subsampled by
+    cfg.limit."""
     used = {}
 
     def hub() -> list[dict]:
@@ -332,7 +380,7 @@ def load(cfg: EvalConfig) -> list[dict]:
         return load_hub(HUB, name="all", split="test")
 
     def fixture() -> list[dict]:
-        used["source"] = FIXTURE
+        used["source"] = fixture_label("mmlu")
         return read_fixture("mmlu")
 
     rows = rows_from(cfg.source, fixture, hub, "mmlu")
@@ -358,6 +406,11 @@ def run(model, tok, rows: list[dict], cfg: EvalConfig) -> TaskOutput:
                     loglik_ties=sum(len(top_letters(lp)) > 1 for lp in lps))
         for sample, lp, s in zip(samples, lps, loglik):
             sample.update(loglik_pick="=".join(LETTERS[j] for j in top_letters(lp)), loglik_score=s.score)
+    if "cloze" in modes:
+        cloze = score_cloze(rows, cloze_logprobs(model, tok, rows, cfg.batch_size))
+        scores += cloze
+        for sample, s in zip(samples, cloze):
+            sample.update(cloze_score=s.score)
     if "generate" in modes:
         n_tokens = min(cfg.max_new_tokens, GENERATE_TOKENS)
         replies = [g.text for g in generate(model, tok, [question_text(r) for r in rows],
@@ -376,7 +429,9 @@ TASK = register(Task(
     "mmlu",
     (Metric("accuracy_loglik", True,
             "the letter with the highest log-probability after the prompt is the answer"),
-     Metric("accuracy_generate", True, "the greedy reply names the answer (a letter, or the option's text)")),
+     Metric("accuracy_generate", True, "the greedy reply names the answer (a letter, or the option's text)"),
+     Metric("accuracy_cloze", True,
+            "the answer's text has the highest log-likelihood per character (MMLU cloze, no options shown)")),
     load, run,
-    about="four-option multiple choice, by letter log-likelihood and by generation, sliced by subject",
+    about="four-option multiple choice, by letter log-likelihood, by generation and as a cloze, by subject",
 ))

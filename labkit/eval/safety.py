@@ -24,6 +24,7 @@ from labkit.eval.tasks import (
     Scored,
     Task,
     TaskOutput,
+    fixture_label,
     load_hub,
     read_fixture,
     register,
@@ -177,8 +178,9 @@ def validate(rows: list[dict], source: str) -> None:
 
 
 def load(cfg: EvalConfig) -> list[dict]:
-    """Rows from walledai/XSTest or the fixture: the unsafe ones, then the safe ones. A limit is split between
-    the labels (unsafe gets the odd row), so even a small smoke run measures both rates."""
+    """Rows from walledai/XSTest, the shipped XSTest prompts or the fixture: the unsafe ones, then the safe
+    ones. A limit is split between the labels (unsafe gets the odd row), so even a small smoke run measures
+    both rates."""
     used = {}
 
     def hub():
@@ -186,7 +188,7 @@ def load(cfg: EvalConfig) -> list[dict]:
         return hub_rows()
 
     def fixture():
-        used["source"] = "data_samples/eval/safety.jsonl"
+        used["source"] = fixture_label("safety")
         return read_fixture("safety")
 
     rows = rows_from(cfg.source, fixture, hub, "safety")

@@ -6,12 +6,17 @@ A task is a name, the metrics it reports, a loader and a runner:
     out = task.run(model, tokenizer, rows, cfg) # -> TaskOutput: one Scored per item and metric, a few samples
 
 Rows come from the real benchmark through `datasets` (cfg.source "hub", or "auto" when it is reachable or
-cached) or from the offline fixture that labkit writes itself in the same schema (data_samples/eval/), so
-one normaliser serves both. `labkit.eval.card.evaluate` runs tasks and folds their scores into an EvalCard.
+cached); offline, from the real benchmark items labkit ships (data_samples/eval/<task>_real.jsonl, a few
+hundred per task copied from the benchmarks' own repositories by labkit.eval.real_items: source "real", and
+what "auto" falls back to); or from the look-alike fixture labkit writes itself
+(data_samples/eval/<task>.jsonl, source "fixture": small, for unit tests and smoke runs). All three share
+the benchmark's schema, so one normaliser serves them. `labkit.eval.card.evaluate` runs tasks and folds
+their scores into an EvalCard.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import importlib.resources
 import logging
@@ -117,17 +122,72 @@ def get_tasks(names: str | list[str]) -> list[Task]:
     return [TASKS[n] for n in wanted]
 
 
-# ----- rows: fixture or hub ---------------------------------------------------------------------------------
+# ----- rows: hub, real items or fixture --------------------------------------------------------------------
 
-def read_fixture(name: str) -> list[dict]:
-    """Rows of data_samples/eval/<name>.jsonl (written by labkit.eval.fixtures)."""
+# Set while rows_from loads a task's real items: the task's own fixture loader then reads <name>_real.jsonl
+# through read_fixture, so every task gets the real items without a loader of its own.
+_READING_REAL = contextvars.ContextVar("labkit_eval_reading_real", default=False)
+
+# Task name -> where its rows came from on the last load ("hub", or the data_samples file read), for cards.
+LOADED_FROM: dict[str, str] = {}
+
+
+def real_path(name: str) -> Path:
+    """data_samples/eval/<name>_real.jsonl: the real benchmark items labkit ships for task `name`."""
+    return FIXTURES_DIR / f"{name}_real.jsonl"
+
+
+def has_real(name: str) -> bool:
+    return real_path(name).is_file()
+
+
+def read_real(name: str) -> list[dict]:
+    """Rows of data_samples/eval/<name>_real.jsonl; DataError naming the file when labkit ships none."""
     from labkit.data.io import read_jsonl
 
+    path = real_path(name)
+    if not path.is_file():
+        raise DataError(str(path), None, None, "no real items for this task; rebuild with "
+                        "`python -m labkit.eval.real_items build --from <git dirs>`")
+    return read_jsonl(path)
+
+
+def reading_real() -> bool:
+    """Whether the rows being loaded now are real items (read_fixture is reading <name>_real.jsonl)."""
+    return _READING_REAL.get()
+
+
+def fixture_label(name: str) -> str:
+    """The file read_fixture(name) reads now, as a repo path, for error messages and cards."""
+    file = f"{name}_real.jsonl" if reading_real() and has_real(name) else f"{name}.jsonl"
+    return f"data_samples/eval/{file}"
+
+
+def read_fixture(name: str) -> list[dict]:
+    """Rows of data_samples/eval/<name>.jsonl (the look-alike fixture written by labkit.eval.fixtures), or of
+    <name>_real.jsonl (real benchmark items, labkit.eval.real_items) while rows_from loads real items."""
+    from labkit.data.io import read_jsonl
+
+    if reading_real() and has_real(name):
+        return read_real(name)
     path = FIXTURES_DIR / f"{name}.jsonl"
     if not path.is_file():
         raise DataError(str(path), None, None,
                         "eval fixture missing; rebuild with `python -m labkit.eval.fixtures build`")
     return read_jsonl(path)
+
+
+def _real_rows(fixture: Callable[[], list[dict]], task: str) -> list[dict]:
+    if not has_real(task):
+        log.info("eval task %s: no real items shipped; using the look-alike fixture", task)
+    token = _READING_REAL.set(True)
+    try:
+        rows = fixture()
+    finally:
+        _READING_REAL.reset(token)
+    LOADED_FROM[task] = f"data_samples/eval/{task}_real.jsonl" if has_real(task) else \
+        f"data_samples/eval/{task}.jsonl"
+    return rows
 
 
 def load_hub(path: str, *, name: str | None = None, split: str) -> list[dict]:
@@ -139,20 +199,32 @@ def load_hub(path: str, *, name: str | None = None, split: str) -> list[dict]:
 
 def rows_from(source: str, fixture: Callable[[], list[dict]], hub: Callable[[], list[dict]],
               task: str) -> list[dict]:
-    """Pick the row source: "fixture", "hub", or "auto" (the hub when it answers, else the fixture,
-    logged)."""
+    """Pick the row source: "hub"; "real" (the shipped real items, or the fixture for a task without any);
+    "fixture" (the look-alike fixture); or "auto" (the hub when it answers, else "real", logged).
+
+    `fixture` is the task's loader of its data_samples file (it calls read_fixture); under "real" it runs
+    with read_fixture pointed at <task>_real.jsonl."""
     if source == "fixture":
-        return fixture()
+        rows = fixture()
+        LOADED_FROM[task] = f"data_samples/eval/{task}.jsonl"
+        return rows
+    if source == "real":
+        return _real_rows(fixture, task)
     if source == "hub":
-        return hub()
+        rows = hub()
+        LOADED_FROM[task] = "hub"
+        return rows
     if source != "auto":
-        raise ConfigError("source", f"{source!r} is not one of 'auto', 'hub', 'fixture'", config="EvalConfig")
+        raise ConfigError("source", f"{source!r} is not one of 'auto', 'hub', 'real', 'fixture'",
+                          config="EvalConfig")
     try:
-        return hub()
-    except Exception as exc:  # offline, not cached, or datasets refused: the fixture has the same schema
-        log.info("eval task %s: hub unavailable (%s); using the offline fixture", task,
+        rows = hub()
+    except Exception as exc:  # offline, not cached, or datasets refused: the real items have the same schema
+        log.info("eval task %s: hub unavailable (%s); using the shipped real items", task,
                  str(exc).splitlines()[0][:120])
-        return fixture()
+        return _real_rows(fixture, task)
+    LOADED_FROM[task] = "hub"
+    return rows
 
 
 def subsample(rows: list[dict], limit: int, seed: int) -> list[dict]:

@@ -18,14 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from labkit.data.answers import extract_number, is_correct
 from labkit.models.generate import generate
 
 
 def final_number(text: str) -> str | None:
-    """The answer a free-form reply ends on (labkit.rewards.extract_number: `####`, `\\boxed{}`,
-    else the last number)."""
-    from labkit.rewards import extract_number
-
+    """The answer a free-form reply ends on, read by labkit's one answer reader (labkit.data.answers)."""
     return extract_number(text)
 
 
@@ -80,7 +78,7 @@ def best_of_n_curve(pool: list[list[dict]], answers: Sequence[str], *, ns: Seque
             "reward": _mean(s[key] for s in picked),
             "length_controlled_reward": _mean(s[key] - slope * (s["tokens"] - mean_tokens) for s in picked),
             "tokens": _mean(s["tokens"] for s in picked),
-            "correct": _mean(final_number(s["text"]) == str(a) for s, a in zip(picked, answers)),
+            "correct": _mean(is_correct(s["text"], a) for s, a in zip(picked, answers)),
         })
     return rows
 

@@ -26,8 +26,8 @@ def heldout_accuracy(model, tok, rows: Sequence[dict], *, max_new_tokens: int = 
         metrics, samples = heldout_accuracy(model, tok, [{"prompt": [{"role": "user", "content": "2+3?"}],
                                                           "answer": "5"}])
     """
+    from labkit.data.answers import extract_number, is_correct
     from labkit.models.generate import generate
-    from labkit.rewards import extract_number, numbers_equal
 
     training = model.training
     model.eval()
@@ -38,7 +38,7 @@ def heldout_accuracy(model, tok, rows: Sequence[dict], *, max_new_tokens: int = 
         model.train(training)
     samples = [{"prompt": r["prompt"][-1]["content"], "answer": r["answer"], "completion": o.text,
                 "extracted": extract_number(o.text),
-                "correct": numbers_equal(extract_number(o.text), r["answer"]),
+                "correct": is_correct(o.text, r["answer"]),
                 "tokens": len(o.token_ids), "truncated": not o.finished} for r, o in zip(rows, outs)]
     n = max(len(samples), 1)
     metrics = {"accuracy": sum(s["correct"] for s in samples) / n,

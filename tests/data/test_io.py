@@ -39,7 +39,7 @@ def test_bad_json_line_gives_row_and_line(tmp_path, assert_names):
     with pytest.raises(DataError) as info:
         load_rows(path)
     assert_names(info.value, str(path), 2, None)
-    assert "line 4 is not valid JSON" in str(info.value)
+    assert info.value.line == 4 and "line 4: not valid JSON: Expecting value at column 10" in str(info.value)
 
 
 def test_non_object_line(tmp_path, assert_names):
@@ -48,7 +48,7 @@ def test_non_object_line(tmp_path, assert_names):
     with pytest.raises(DataError) as info:
         read_jsonl(path)
     assert_names(info.value, str(path), 1, None)
-    assert "line 2 is a JSON list, not an object" in str(info.value)
+    assert "line 2: a JSON array, not an object" in str(info.value)
 
 
 def test_bad_row_in_file_names_the_path(tmp_path, assert_names):
@@ -72,13 +72,20 @@ def test_list_source(assert_names):
     assert_names(info.value, "list", 1, None)
     with pytest.raises(DataError) as info:
         load_rows([{"text": "a"}, {"prompt": "q", "answer": "1"}])  # kind differs from row 0
-    assert_names(info.value, "list", 1, None)
+    assert_names(info.value, "list", 1, "text")
+    assert "'language_modeling'" in str(info.value) and "'prompt_answer'" in str(info.value)
 
 
-def test_list_whose_extra_column_mixes_types(assert_names):
+def test_list_whose_extra_column_mixes_types(assert_names, tmp_path):
     with pytest.raises(DataError) as info:
-        load_rows([{"text": "a", "id": 1}, {"text": "b", "id": [2]}])
-    assert_names(info.value, "list", None, None)
+        load_rows([{"text": "a", "id": 1}, {"text": "b", "id": None}, {"text": "c", "id": [2]}])
+    assert_names(info.value, "list", 2, "id")
+    assert "a list here, but a number in row 0" in str(info.value)
+    path = write_jsonl(tmp_path / "mixed.jsonl", [{"text": "a", "id": 1}, {"text": "b", "id": "x"}])
+    with pytest.raises(DataError) as info:
+        load_rows(path)
+    assert_names(info.value, str(path), 1, "id")
+    assert info.value.line == 2
 
 
 def test_hf_dataset_source(assert_names):

@@ -58,7 +58,7 @@ def test_format_rule():
         "7+5=12\n#### 12",
     ]:
         assert not format_ok(bad), bad
-    assert extract_answer("blah #### 3 and then #### 012.") == "12"
+    assert extract_answer("blah #### 3 and then #### 012.") == "3"  # the first marker, as GSM8K reads it
     assert extract_answer("-4 is it\n#### -4") == "-4"
     assert extract_answer("no marker 12") is None
 

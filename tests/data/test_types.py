@@ -44,3 +44,21 @@ def test_kind_names_and_conversational_form():
         as_kind("dpo")
     assert is_conversational({"prompt": MSG, "answer": "4"})
     assert not is_conversational({"prompt": "p", "answer": "4"})
+
+
+def test_a_null_field_that_decides_the_kind_is_named(assert_names):
+    # No kind fits without the null prompt: the null field is named, not "cannot tell the kind".
+    with pytest.raises(DataError) as info:
+        detect_kind({"prompt": None, "completion": "c"}, source="f.jsonl", index=3)
+    assert_names(info.value, "f.jsonl", 3, "prompt")
+    # A null label turns a KTO row into a prompt_completion one: lenient by default, named when strict.
+    kto = {"prompt": "p", "completion": "c", "label": None}
+    assert detect_kind(kto) is Kind.PROMPT_COMPLETION
+    with pytest.raises(DataError) as info:
+        detect_kind(kto, source="f.jsonl", index=0, strict=True)
+    assert_names(info.value, "f.jsonl", 0, "label")
+    assert "'unpaired_preference'" in str(info.value) and "'prompt_completion'" in str(info.value)
+    assert (
+        detect_kind({"prompt": "p", "completion": "c", "label": False}, strict=True)
+        is Kind.UNPAIRED_PREFERENCE
+    )

@@ -183,7 +183,7 @@ def test_template_failure_is_a_data_error(tokenizer, monkeypatch, assert_names):
 def test_detected_kind_must_match_row_0(assert_names):
     with pytest.raises(DataError) as info:
         validate_rows([GOOD["conversational"], GOOD["conversational"], GOOD["preference"]], None, source="s")
-    assert_names(info.value, "s", 2, None)
+    assert_names(info.value, "s", 2, "messages")
     assert "preference" in str(info.value) and "conversational" in str(info.value)
 
 

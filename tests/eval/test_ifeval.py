@@ -1,5 +1,6 @@
 """IFEval-style task: every checker on hand cases, relation boundaries, strict vs loose, unsupported ids, the
-fixture, the loader (hub, auto fallback, malformed rows) and a smoke run on the tiny model."""
+fixture, the loader (hub, auto fallback to the real items, malformed rows) and a smoke run on the tiny
+model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from labkit.config import EvalConfig
 from labkit.errors import DataError
 from labkit.eval import ifeval
-from labkit.eval.tasks import read_fixture
+from labkit.eval.tasks import read_fixture, read_real
 
 # Every key of a google/IFEval kwargs dict: on the hub each instruction's dict carries all of them,
 # mostly None.
@@ -210,12 +211,13 @@ def test_loader_reads_the_hub_in_ifeval_schema(monkeypatch):
     assert len(ifeval.load(EvalConfig(source="hub", limit=2))) == 2
 
 
-def test_auto_falls_back_to_the_fixture_when_the_hub_fails(monkeypatch):
+def test_auto_falls_back_to_the_real_items_when_the_hub_fails(monkeypatch):
     def offline(*a, **k):
         raise ConnectionError("offline")
 
     monkeypatch.setattr(ifeval, "load_hub", offline)
-    assert ifeval.load(EvalConfig(source="auto")) == read_fixture("ifeval")
+    assert ifeval.load(EvalConfig(source="auto")) == read_real("ifeval")
+    assert ifeval.load(EvalConfig(source="fixture")) == read_fixture("ifeval")
     with pytest.raises(ConnectionError):
         ifeval.load(EvalConfig(source="hub"))
 
@@ -247,7 +249,8 @@ def test_unsupported_ids_are_not_validated(monkeypatch):
 def test_task_is_registered():
     from labkit.eval.tasks import TASKS
 
-    assert TASKS["ifeval"] is ifeval.TASK
+    # suite wraps the run to record rows_from and protocol; name, metrics and loader are the module's
+    assert TASKS["ifeval"].metrics == ifeval.TASK.metrics and TASKS["ifeval"].load is ifeval.TASK.load
     assert [m.name for m in ifeval.TASK.metrics][:2] == ["prompt_accuracy", "instruction_accuracy"]
     assert all(m.higher_is_better for m in ifeval.TASK.metrics)
 

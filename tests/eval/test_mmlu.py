@@ -1,6 +1,7 @@
 """MMLU task: parse_choice edge cases, exact accuracy on fake replies and log-probs, the fixture,
 log-likelihood scoring on a model whose logits we control, the loader (hub schema through a patched
-`datasets.load_dataset`, auto fallback, malformed rows), one metric per enabled mode, and a tiny-model run."""
+`datasets.load_dataset`, auto fallback to the real items, malformed rows), one metric per enabled mode, cloze
+scoring by hand and on the tiny model, and a tiny-model run."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from labkit.config import EvalConfig
 from labkit.errors import DataError
 from labkit.eval import mmlu
-from labkit.eval.tasks import letter_ids, read_fixture
+from labkit.eval.tasks import letter_ids, read_fixture, read_real
 
 CITIES = ["Paris", "Lyon", "Rome", "Oslo"]
 
@@ -178,15 +179,18 @@ def test_hub_loader_reads_cais_mmlu(monkeypatch):
     assert one == rows[int(one["id"])]  # an item keeps its id whatever the limit, so cards pair item by item
 
 
-def test_auto_falls_back_to_the_fixture_when_the_hub_fails(monkeypatch):
+def test_auto_falls_back_to_the_real_items_when_the_hub_fails(monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
     monkeypatch.setattr("datasets.load_dataset", offline)
     rows = mmlu.load(EvalConfig(source="auto"))
-    assert [r["question"] for r in rows] == [r["question"] for r in read_fixture("mmlu")]
+    assert [r["question"] for r in rows] == [r["question"] for r in read_real("mmlu")]
+    fixture = mmlu.load(EvalConfig(source="fixture"))
+    assert [r["question"] for r in fixture] == [r["question"] for r in read_fixture("mmlu")]
     some = mmlu.load(EvalConfig(source="auto", limit=4))
-    assert len(some) == 4 and all(r == rows[int(r["id"])] for r in some)
+    by_id = {r["id"]: r for r in rows}  # real items keep their position in MMLU's whole test set as id
+    assert len(some) == 4 and all(r == by_id[r["id"]] for r in some)
 
 
 @pytest.mark.parametrize(("bad", "field"), [
@@ -219,3 +223,28 @@ def test_tiny_model_smoke_run_in_each_mode(tiny):
     only_ll = mmlu.run(model, tok, rows, cfg.replace(mmlu_modes="loglik"))
     assert ({s.metric for s in only_ll.scores} == {"accuracy_loglik"}
             and "invalid_generate" not in only_ll.info)
+
+
+def test_cloze_picks_the_highest_log_probability_per_character():
+    rows = [{"id": "a", "subject": "geo", "choices": ["Paris", "Lyon", "Rome", "a longer wrong option"],
+             "answer": 0}] * 3
+    # summed log-probs; per character: Paris -5/5 = -1.0, Lyon -6/4 = -1.5, Rome -2, long -20/21 ≈ -0.95
+    scores = mmlu.score_cloze(rows, [[-5.0, -6.0, -8.0, -20.0],    # the long option wins per character
+                                     [-4.0, -6.0, -8.0, -30.0],    # Paris -0.8 wins
+                                     [-5.0, -4.0, -8.0, -30.0]])   # Paris -1.0 ties Lyon -1.0: half credit
+    assert [s.score for s in scores] == [0.0, 1.0, 0.5]
+    assert {s.metric for s in scores} == {"accuracy_cloze"} and scores[0].slices == {"subject": "geo"}
+    assert mmlu.cloze_prompt({"subject": "high_school_geography", "question": "Capital of France?"}) == (
+        "The following are questions about high school geography.\nQuestion: Capital of France?\nAnswer:")
+
+
+def test_cloze_mode_on_the_tiny_model_scores_each_option_text(tiny):
+    model, tok = tiny
+    rows = mmlu.load(EvalConfig(source="real", limit=2))
+    lps = mmlu.cloze_logprobs(model, tok, rows, batch_size=4)
+    assert len(lps) == 2 and all(len(lp) == 4 and all(x < 0 for x in lp) for lp in lps)
+    out = mmlu.run(model, tok, rows, EvalConfig(mmlu_modes="cloze", batch_size=4))
+    assert Counter(s.metric for s in out.scores) == {"accuracy_cloze": 2}
+    assert all("cloze_score" in sample for sample in out.samples)
+    with pytest.raises(Exception, match="mmlu_modes"):
+        EvalConfig(mmlu_modes="letters").validate()

@@ -11,7 +11,7 @@ import pytest
 from labkit.config import EvalConfig
 from labkit.errors import DataError
 from labkit.eval import safety
-from labkit.eval.tasks import read_fixture
+from labkit.eval.tasks import read_fixture, read_real
 
 
 @pytest.mark.parametrize("reply", [
@@ -147,14 +147,15 @@ def test_loader_keeps_hub_ids_and_falls_back_to_the_train_split(monkeypatch):
     assert [r["id"] for r in safety.load(EvalConfig(source="hub"))] == ["v2-1", "v2-0", "v2-2"]
 
 
-def test_auto_falls_back_to_the_fixture_when_the_hub_fails(monkeypatch):
+def test_auto_falls_back_to_the_real_items_when_the_hub_fails(monkeypatch):
     def offline(*a, **k):
         raise OSError("offline")
 
     monkeypatch.setattr(safety, "load_hub", offline)
     rows = safety.load(EvalConfig(source="auto"))
-    fixture = read_fixture("safety")
-    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in fixture)
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in read_real("safety"))
+    fixture = safety.load(EvalConfig(source="fixture"))
+    assert sorted(r["id"] for r in fixture) == sorted(r["id"] for r in read_fixture("safety"))
     with pytest.raises(OSError):
         safety.load(EvalConfig(source="hub"))
 
@@ -203,7 +204,8 @@ def test_run_scores_replies_and_caps_generation_at_the_opening(monkeypatch):
 def test_task_is_registered():
     from labkit.eval.tasks import TASKS
 
-    assert TASKS["safety"] is safety.TASK
+    # suite wraps the run to record rows_from and protocol; metrics and loader are the module's
+    assert TASKS["safety"].metrics == safety.TASK.metrics and TASKS["safety"].load is safety.TASK.load
 
 
 def test_tiny_model_smoke_run(tiny):
