@@ -1,4 +1,5 @@
-"""The `labkit` command: tour, eval (cards and gates), capabilities, notebooks and sample data."""
+"""The `labkit` command: tour, eval (cards and gates), capabilities, notebooks, sample data, and the control
+plane: runs, lineage, the registry (register, promote, rollback)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,122 @@ def _vllm_env(args: argparse.Namespace) -> int:
     return subprocess.call(["bash", str(script)])
 
 
+def _open_registry(args: argparse.Namespace, *, create: bool = False):
+    from labkit.runs.registry import Registry
+
+    return Registry(args.registry, create=create)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    """List run folders under --root and runs recorded in the registry, with their status."""
+    from pathlib import Path
+
+    from labkit.runs.manifest import ManifestError, find_runs
+
+    rows: dict[str, dict] = {}
+    for run in find_runs(args.root):
+        try:
+            m, st = run.manifest(), run.status()
+            rows[m.run_id] = {"id": m.run_id, "stage": m.stage, "status": st.get("status", "?"),
+                              "created": m.created, "path": str(run.path)}
+        except ManifestError as exc:
+            rows[str(run.path)] = {"id": run.path.name, "stage": "?", "status": "unreadable", "created": "",
+                                   "path": f"{run.path} ({exc})"}
+    if Path(args.registry).is_file():
+        with _open_registry(args) as reg:
+            for r in reg.runs():
+                rows.setdefault(r["id"], {"id": r["id"], "stage": r["stage"], "status": r["status"] or "?",
+                                          "created": r["created"], "path": r["path"] or ""})
+    if not rows:
+        print(f"no runs under {args.root} or in {args.registry}")
+        return 0
+    print(f"{'run':36s} {'stage':10s} {'status':16s} {'created':26s} path")
+    for r in sorted(rows.values(), key=lambda r: r["created"]):
+        print(f"{r['id']:36s} {r['stage']:10s} {r['status']:16s} {r['created']:26s} {r['path']}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    """One run: a run folder (path), or a run id found under --root or in the registry."""
+    import json
+    from pathlib import Path
+
+    from labkit.runs.manifest import RunDir, find_runs
+
+    found = [RunDir(args.run)] if (Path(args.run) / RunDir.MANIFEST).is_file() else \
+        [r for r in find_runs(args.root) if args.run in (r.path.name, r.status().get("run_id"))]
+    recorded = None
+    if Path(args.registry).is_file():
+        with _open_registry(args) as reg:
+            ids = {r["id"] for r in reg.runs()}
+            key = found[0].manifest().run_id if found else args.run
+            recorded = reg.run(key) if key in ids else None
+    if not found and recorded is None:
+        raise LabkitError(f"no run {args.run!r}: not a run folder, not under {args.root}, "
+                          f"not in {args.registry}")
+    out: dict = {}
+    if found:
+        out = {"path": str(found[0].path), "status": found[0].status(),
+               "manifest": found[0].manifest().to_dict(), "manifest_hash": found[0].manifest().hash()}
+    if recorded is not None:
+        out["lineage"] = {"inputs": recorded["inputs"], "outputs": recorded["outputs"]}
+        out.setdefault("status", {"status": recorded["status"]})
+    if args.json:
+        print(json.dumps(out, indent=1, default=str))
+        return 0
+    m, st = out.get("manifest", {}), out["status"]
+    print(f"run      {m.get('run_id') or args.run}   ({out.get('path', 'folder unknown')})")
+    print(f"status   {st.get('status')}" + (f": {st['error']}" if st.get("error") else ""))
+    if m:
+        model = m["model"]
+        print(f"stage    {m['stage']}  preset {m['preset'] or '-'}  created {m['created']}")
+        print(f"model    {model.get('name')} ({model.get('kind')}, "
+              f"{(model.get('hash') or model.get('revision') or 'no hash')[:12]})")
+        for d in m["data"]:
+            print(f"data     {d['path']} ({(d['hash'] or 'no hash')[:12]})")
+        for r in m["rewards"]:
+            print(f"reward   {r['name']} ({(r['source_hash'] or 'no source')[:12]})")
+        print(f"seeds    {m['seeds']}")
+        print(f"budget   {m['budget']}")
+        print(f"git      {m['git'].get('commit')}" + (" (dirty)" if m["git"].get("dirty") else ""))
+        print("versions " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v))
+        print(f"manifest {out['manifest_hash'][:16]}")
+    if "lineage" in out:
+        print(f"inputs   {', '.join(out['lineage']['inputs']) or '-'}")
+        print(f"outputs  {', '.join(out['lineage']['outputs']) or '-'}")
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    """Print an artifact's chain back to its base model and data (a version label, artifact id or path)."""
+    import json
+
+    with _open_registry(args) as reg:
+        graph = reg.lineage(args.artifact)
+    print(json.dumps(graph.to_dict(), indent=1, default=str) if args.json else graph.to_text())
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    with _open_registry(args, create=True) as reg:
+        print(reg.register(args.path, args.name, kind=args.kind, card=args.card or None))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    """Promote a version to a channel; exit 1 with the gate's reasons when it blocks the promotion."""
+    with _open_registry(args) as reg:
+        result = reg.promote(args.artifact, args.channel, card=args.card or None)
+    print(result)
+    return 0 if result.promoted else 1
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    with _open_registry(args) as reg:
+        print(f"{args.channel}: rolled back to {reg.rollback(args.channel)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `labkit` argument parser; each subcommand sets `func`, the handler `main` calls."""
     p = argparse.ArgumentParser(prog="labkit", description=__doc__)
@@ -129,6 +246,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("vllm-env", help="build .venv-vllm, the CPU vLLM environment the vllm engine runs in")
     v.set_defaults(func=_vllm_env)
+
+    registry = argparse.ArgumentParser(add_help=False)
+    registry.add_argument("--registry", default="runs/registry.sqlite",
+                          help="the lineage and registry SQLite file (default: runs/registry.sqlite)")
+    r = sub.add_parser("runs", parents=[registry], help="list runs and their status")
+    r.add_argument("--root", default="runs", help="folder searched for run folders (manifest.json)")
+    r.set_defaults(func=_runs)
+    sh = sub.add_parser("show", parents=[registry], help="a run's manifest, status and lineage edges")
+    sh.add_argument("run", help="a run folder, or a run id under --root or in the registry")
+    sh.add_argument("--root", default="runs", help="folder searched for run folders")
+    sh.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    sh.set_defaults(func=_show)
+    li = sub.add_parser("lineage", parents=[registry],
+                        help="an artifact's chain back to its base model and data")
+    li.add_argument("artifact", help="a version (policy@v2), a name, an artifact id or a path")
+    li.add_argument("--json", action="store_true", help="nodes and edges as JSON, for drawing")
+    li.set_defaults(func=_lineage)
+    rg = sub.add_parser("register", parents=[registry], help="register a version of an artifact")
+    rg.add_argument("path", help="the artifact's file or folder (or a lineage artifact id)")
+    rg.add_argument("name", help="the name its versions share, e.g. policy")
+    rg.add_argument("--kind", default="adapter", help="adapter | merged_model | model | dataset | …")
+    rg.add_argument("--card", default="", help="its eval card JSON, judged when it is promoted")
+    rg.set_defaults(func=_register)
+    pr = sub.add_parser("promote", parents=[registry],
+                        help="point a channel at a version if its eval card passes the channel's gate")
+    pr.add_argument("artifact", help="a version (policy@v2), a name (its newest version), an id or a path")
+    pr.add_argument("channel",
+                    help="candidate (no gate) | production (default gate against the holder) | …")
+    pr.add_argument("--card", default="", help="an eval card to judge by (default: the registered one)")
+    pr.set_defaults(func=_promote)
+    rb = sub.add_parser("rollback", parents=[registry],
+                        help="point a channel back at the version that held it before")
+    rb.add_argument("channel")
+    rb.set_defaults(func=_rollback)
     return p
 
 
