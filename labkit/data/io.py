@@ -81,7 +81,10 @@ def load_rows(source: Source, kind: Kind | str | None = None, **validate_kwargs:
         name, rows = "list", source
     else:
         raise DataError(
-            type(source).__name__, None, None, "expected a JSONL path, a list of dicts or a datasets.Dataset"
+            type(source).__name__,
+            None,
+            None,
+            f"expected the path of a data file ({FORMATS}), a list of dicts or a datasets.Dataset",
         )
     try:
         kind = validate_rows(rows, kind, source=name, **validate_kwargs)
@@ -122,7 +125,7 @@ def read_rows(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[int] 
     if head.startswith(_PARQUET_MAGIC):
         return _read_parquet(path), None
     data = path.read_bytes()
-    name = path.name.lower()
+    name, inside = path.name.lower(), "the file"
     for magic, (what, decompress) in _COMPRESSED.items():
         if data.startswith(magic):
             try:
@@ -136,6 +139,7 @@ def read_rows(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[int] 
                 ) from None
             if name.endswith(_COMPRESSION_SUFFIXES):
                 name = name.rsplit(".", 1)[0]
+            inside = f"the {what}-decompressed text"
             if data.startswith(_PARQUET_MAGIC):
                 raise DataError(
                     source,
@@ -157,7 +161,7 @@ def read_rows(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[int] 
         )
     if name.endswith(".csv"):
         return _read_csv(source, data)
-    return _read_jsonl(source, data)
+    return _read_jsonl(source, data, inside)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -181,9 +185,8 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _not_utf8(
-    source: str, row: int | None, line: int, byte: int, offset: int | None, field: str | None = None
+    source: str, row: int | None, line: int, byte: int, at: str = "", field: str | None = None
 ) -> DataError:
-    at = f" at byte offset {offset} of the file" if offset is not None else ""
     return DataError(
         source,
         row,
@@ -194,7 +197,7 @@ def _not_utf8(
     )
 
 
-def _read_jsonl(source: str, data: bytes) -> tuple[list[dict[str, Any]], list[int]]:
+def _read_jsonl(source: str, data: bytes, inside: str = "the file") -> tuple[list[dict[str, Any]], list[int]]:
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
     offset = 0
@@ -205,7 +208,8 @@ def _read_jsonl(source: str, data: bytes) -> tuple[list[dict[str, Any]], list[in
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _not_utf8(source, len(rows), line_no, raw[exc.start], start + exc.start) from None
+            at = f" at byte offset {start + exc.start} of {inside}"
+            raise _not_utf8(source, len(rows), line_no, raw[exc.start], at) from None
         if not line.strip():
             continue
         try:
@@ -283,7 +287,7 @@ def _read_csv(source: str, data: bytes) -> tuple[list[dict[str, Any]], list[int]
                 except UnicodeEncodeError as exc:
                     column = header[j] if header and j < len(header) else None
                     bad = ord(cell[exc.start]) - 0xDC00  # surrogateescape maps byte b to U+DC00 + b
-                    raise _not_utf8(source, row_index, line_no, bad, None, column) from None
+                    raise _not_utf8(source, row_index, line_no, bad, field=column) from None
             if header is None:
                 header = cells
                 dup = next((c for k, c in enumerate(cells) if c in cells[:k]), None)
@@ -291,13 +295,13 @@ def _read_csv(source: str, data: bytes) -> tuple[list[dict[str, Any]], list[int]
                     raise DataError(source, None, dup, "appears twice in the CSV header", line=line_no)
                 continue
             if len(cells) != len(header):
-                field = header[len(cells)] if len(cells) < len(header) else None
+                short = len(cells) < len(header)
                 raise DataError(
                     source,
                     len(rows),
-                    field,
+                    header[len(cells)] if short else None,
                     f"{len(cells)} cell{'s' * (len(cells) != 1)}, but the header has {len(header)} "
-                    "columns (a comma inside a value needs quotes)",
+                    f"columns (a {'line break' if short else 'comma'} inside a value needs quotes)",
                     line=line_no,
                 )
             row: dict[str, Any] = dict(zip(header, cells, strict=True))

@@ -13,12 +13,12 @@ start with an assistant turn, and SFT data ends on one.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jinja2 import TemplateError
 
+from labkit.data.answers import parse_number
 from labkit.data.chat import encode, render, require_chat_template
 from labkit.data.types import (
     REQUIRED_FIELDS,
@@ -213,38 +213,31 @@ def _check_text(value: Any, field: str, source: str, i: int) -> None:
         raise DataError(source, i, field, "empty or whitespace-only text")
 
 
-# A number as the verifiable rewards read one: optional sign (ASCII or Unicode minus), digits with
-# optional thousands commas and an optional decimal part; or a fraction like 3/4.
-_DECIMAL = r"[+\-−]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
-_FRACTION = r"[+\-−]?\d+\s*/\s*(?P<denominator>\d+)"
-NUMBER_RE = re.compile(rf"(?:{_DECIMAL}|{_FRACTION})")
-
-
-def is_number(text: str) -> bool:
-    """True for "72", "-3", "0.5", "1,234", "3/4"; False for words ("seventy-two"), units, "3/0"."""
-    match = NUMBER_RE.fullmatch(text.strip())
-    return bool(match) and (match["denominator"] is None or int(match["denominator"]) != 0)
+def is_number(text: Any) -> bool:
+    """True when labkit's answer reader (labkit.data.answers.parse_number, which the rewards and evals
+    grade with) reads `text` as exactly one number: "72", "-3", "0.5", "1,234", "3/4", "25%", "$4.50";
+    False for words ("seventy-two"), units ("72 apples"), "3/0"."""
+    return parse_number(text) is not None
 
 
 def _check_answer(value: Any, source: str, i: int, numeric: bool) -> None:
-    # JSON numbers are fine: the rewards compare str(answer).
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise DataError(source, i, "answer", f"{value!r} is not a finite number")
-        return
-    if not isinstance(value, str):
+    # JSON numbers are fine: the rewards read str(answer).
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DataError(
             source, i, "answer", f"expected a string or a number, got {type(value).__name__} {value!r:.60}"
         )
-    _check_text(value, "answer", source, i)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(source, i, "answer", f"{value!r} is not a finite number")
+    if isinstance(value, str):
+        _check_text(value, "answer", source, i)
     if numeric and not is_number(value):
         raise DataError(
             source,
             i,
             "answer",
-            f"{value!r:.60} is not a number, and the verifiable rewards compare numbers (they read "
-            "integers, decimals, negative numbers, 1,234 and 3/4); write it in digits, or pass "
-            "numeric_answer=False when another reward (such as exact_match) checks it",
+            f"{value!r:.60} is not a number, and the verifiable rewards grade numbers (labkit.data.answers "
+            "reads integers, decimals, negative numbers, 1,234, 3/4, 25% and $4.50); write it in digits, "
+            "or pass numeric_answer=False when another reward (such as exact_match) checks it",
         )
 
 
