@@ -1,4 +1,5 @@
-"""`python -m labkit`: the `labkit` command (labkit.cli) without its console script, e.g. in a notebook kernel's env."""
+"""`python -m labkit`: the `labkit` command (labkit.cli) without its console script, e.g. in a notebook
+kernel's env."""
 
 import sys
 

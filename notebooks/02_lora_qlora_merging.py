@@ -76,7 +76,8 @@ display(HTML(widget.static_html()))
 base, tok = load_model(cfg.model, dtype=cfg.dtype)
 count = lora.lora_param_count(base, cfg.lora_r, "all-linear")
 print(f"r={cfg.lora_r} on {count['modules']} linear layers: {count['trainable']:,} trainable of "
-      f"{count['total']:,} ({count['percent']:.2f}%); widget says {lora_math(cfg.lora_r, cfg.lora_alpha, targets='all-linear')['trainable']:,}")
+      f"{count['total']:,} ({count['percent']:.2f}%); widget says "
+      f"{lora_math(cfg.lora_r, cfg.lora_alpha, targets='all-linear')['trainable']:,}")
 
 # %% [markdown]
 # At 135M parameters all three methods fit in a laptop. Scale the same recipe to a 7B model (the shape of
@@ -146,7 +147,8 @@ print(f"trainable {m['trainable_params']:,} of {m['total_params']:,} stored para
       f"(4-bit weights are packed two per byte, so torch counts each linear at half its size)")
 print({k: m[k] for k in ("before", "after", "train_loss")})
 est = lora_math(cfg.lora_r, cfg.lora_alpha, targets="all-linear")["memory"]
-print("training memory on this model: " + ", ".join(f"{k} {v['total'] / 2**20:.0f} MiB" for k, v in est.items()))
+print("training memory on this model: " + ", ".join(f"{k} {v['total'] / 2**20:.0f} MiB"
+                                                    for k, v in est.items()))
 
 # %% [markdown]
 # ## 4. The merging lab

@@ -42,7 +42,8 @@ from labkit.models import load_model
 from labkit.stages.reward import train
 
 cfg = RewardConfig.from_preset(PRESET, model=MODEL, output_dir=f"{OUT}/clean")
-RM_PANELS = [Panel("loss", "loss"), Panel("pair accuracy", "accuracy", "heldout/accuracy"), Panel("margin", "margin")]
+RM_PANELS = [Panel("loss", "loss"), Panel("pair accuracy", "accuracy", "heldout/accuracy"),
+             Panel("margin", "margin")]
 
 # %% [markdown]
 # ## 1. Preference pairs with a known answer
@@ -67,7 +68,8 @@ pd.DataFrame([{"kind": r["source_kind"], "split": r["split"], "prompt": r["promp
 # (it teaches nothing). Each is caught before any model loads, with the row and field:
 
 # %%
-for broken in ({**rows[0], "chosen": rows[0]["rejected"]}, {k: v for k, v in rows[0].items() if k != "chosen"}):
+for broken in ({**rows[0], "chosen": rows[0]["rejected"]},
+               {k: v for k, v in rows[0].items() if k != "chosen"}):
     try:
         load_rows([rows[1], broken])
     except DataError as err:
@@ -83,7 +85,8 @@ for broken in ({**rows[0], "chosen": rows[0]["rejected"]}, {k: v for k, v in row
 # %%
 for rc, rr in [(0.0, 0.0), (1.0, 0.0), (3.0, 0.0), (0.0, 2.0)]:
     loss, m = bradley_terry_loss(torch.tensor([rc]), torch.tensor([rr]))
-    print(f"r_c={rc:4}  r_r={rr:4}  loss={loss.item():.3f}  P(chosen wins)={torch.sigmoid(torch.tensor(rc - rr)):.2f}")
+    print(f"r_c={rc:4}  r_r={rr:4}  loss={loss.item():.3f}  "
+          f"P(chosen wins)={torch.sigmoid(torch.tensor(rc - rr)):.2f}")
 
 # %% [markdown]
 # ## 3. Train the reward model

@@ -50,7 +50,8 @@ base = base.replace(eval_every=base.max_steps // 4)  # held-out probes: start, e
 # **gradient weight** −dL/dΔ (how hard one more step pushes the pair apart). The curves come from calling
 # `labkit.losses.preference` itself, differentiated with autograd.
 #
-# - **DPO**: weight β·σ(−βΔ) fades but never reaches zero, so it keeps pushing on pairs it already ranks right.
+# - **DPO**: weight β·σ(−βΔ) fades but never reaches zero, so it keeps pushing on pairs it already ranks
+#   right.
 # - **hinge**: stops dead once βΔ ≥ 1. **IPO**: pulls Δ to 1/(2β) and pushes *back* beyond it.
 # - **SimPO**: no reference; Δ is the gap in per-token log-probs, shifted by a margin γ.
 # - **cDPO / robust DPO**: assume a share ε of labels is flipped; cDPO's weight turns negative at large Δ.

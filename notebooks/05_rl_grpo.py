@@ -43,7 +43,8 @@ from labkit.stages import grpo
 cfg = RLConfig.from_preset(PRESET, model=MODEL, output_dir=OUT)
 cfg = cfg.replace(eval_every=max(cfg.max_steps // 4, 1))
 print(cfg.help().splitlines()[0], "\n", {k: v for k, v in cfg.to_dict().items() if k in (
-    "rewards", "max_steps", "prompts_per_step", "num_generations", "max_completion_length", "loss_type", "beta")})
+    "rewards", "max_steps", "prompts_per_step", "num_generations", "max_completion_length", "loss_type",
+    "beta")})
 
 # %% [markdown]
 # ## 1. The reward is code: test it before you train with it
@@ -56,8 +57,8 @@ print(cfg.help().splitlines()[0], "\n", {k: v for k, v in cfg.to_dict().items() 
 
 # %%
 reward_playground(get_rewards(["correctness", "format", "length"]), "What is 40 + 14?", [
-    "40 + 14 = 54\n#### 54", "The answer is 54.", "40 + 14 = 54, or maybe 45", "#### 5,4", "I think 54 apples."],
-    answer="54")
+    "40 + 14 = 54\n#### 54", "The answer is 54.", "40 + 14 = 54, or maybe 45", "#### 5,4",
+    "I think 54 apples."], answer="54")
 
 # %% [markdown]
 # ## 2. Pre-flight: the failures that waste a run
@@ -102,9 +103,9 @@ result = grpo.train(cfg, callbacks=[LiveDashboard(RL_PANELS, title="GRPO")])
 
 # %%
 m = result.metrics
-print(f"held-out accuracy {m['before']['accuracy']:.0%} → {m['after']['accuracy']:.0%} in {m['steps']} steps, "
-      f"{m['train_seconds']:.0f} s of training; mean answer length {m['before']['mean_length']:.0f} → "
-      f"{m['after']['mean_length']:.0f} tokens")
+print(f"held-out accuracy {m['before']['accuracy']:.0%} → {m['after']['accuracy']:.0%} "
+      f"in {m['steps']} steps, {m['train_seconds']:.0f} s of training; "
+      f"mean answer length {m['before']['mean_length']:.0f} → {m['after']['mean_length']:.0f} tokens")
 pd.DataFrame(result.samples)[["prompt", "answer", "before", "after", "correct_after"]].head(8)
 
 # %%

@@ -87,8 +87,9 @@ for name, stage in STAGES.items():
 # ## 3. Results
 
 # %%
-rows = [{"method": k, "accuracy before": r.metrics["before"]["accuracy"], "accuracy after": r.metrics["after"]["accuracy"],
-         "train seconds": r.metrics["train_seconds"], "steps": r.metrics["steps"]} for k, r in results.items()]
+rows = [{"method": k, "accuracy before": r.metrics["before"]["accuracy"],
+         "accuracy after": r.metrics["after"]["accuracy"], "train seconds": r.metrics["train_seconds"],
+         "steps": r.metrics["steps"]} for k, r in results.items()]
 pd.DataFrame(rows).set_index("method").round(3)
 
 # %%

@@ -63,8 +63,8 @@ for expression in ("47 + 38", "85 - 38", "7 * 12"):
 
 # %%
 cot_rows = build_cot_rows(rows)
-print(len(cot_rows), "CoT rows; all steps verify:", all(verify_steps(r["messages"][-1]["content"])["all_correct"]
-                                                        for r in cot_rows))
+print(len(cot_rows), "CoT rows; all steps verify:",
+      all(verify_steps(r["messages"][-1]["content"])["all_correct"] for r in cot_rows))
 verify_steps("47 + 38: 40 + 30 = 70, 7 + 8 = 15, 70 + 15 = 75\n#### 75")
 
 # %% [markdown]
@@ -80,7 +80,8 @@ attempts = collect_attempts(model, tok, rows[:8], k=2, max_new_tokens=cfg.max_ne
                             temperature=cfg.temperature, seed=cfg.seed)
 print(attempt_stats(attempts))
 reflection = build_reflection_rows(attempts)
-print(reflection[0]["messages"][-1]["content"] if reflection else "every attempt was right: no trace to build")
+print(reflection[0]["messages"][-1]["content"] if reflection
+      else "every attempt was right: no trace to build")
 del model
 
 # %% [markdown]
@@ -92,7 +93,8 @@ del model
 # works, it rises round over round.
 
 # %%
-dash = LiveDashboard([Panel("SFT loss", ("loss",)), Panel("rates", (), ("verified_rate", "heldout_accuracy"))],
+dash = LiveDashboard([Panel("SFT loss", ("loss",)),
+                      Panel("rates", (), ("verified_rate", "heldout_accuracy"))],
                      title="rejection sampling")
 result = rejection_sampling(cfg, callbacks=[dash])
 

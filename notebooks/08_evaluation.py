@@ -127,15 +127,18 @@ pd.DataFrame([{"program": name, "status": Sandbox(timeout=3).check(code, tests, 
 # ## 3. A model made worse on purpose, watched while it degrades
 #
 # To see a gate do its job, train an adapter on **wrong** answers: a wrong option letter for every MMLU
-# question in the fixture, asked exactly as the MMLU task asks it. `InTrainingEval` runs a small eval every few steps on the model being trained and sends it to
-# the dashboard next to the loss: watch the accuracy fall while the loss goes down.
+# question in the fixture, asked exactly as the MMLU task asks it. `InTrainingEval` runs a small eval every
+# few steps on the model being trained and sends it to the dashboard next to the loss: watch the accuracy
+# fall while the loss goes down.
 
 # %%
 poison = write_jsonl(f"{OUT}/poisoned_sft.jsonl", poisoned_sft_rows())
 sft_cfg = SFTConfig.from_preset(PRESET, model=MODEL, data=str(poison), train_split="", eval_split="",
-                                n_eval=0, max_steps=32, batch_size=8, learning_rate=1e-3, output_dir=f"{OUT}/poisoned")
+                                n_eval=0, max_steps=32, batch_size=8, learning_rate=1e-3,
+                                output_dir=f"{OUT}/poisoned")
 watch = InTrainingEval("mmlu", every=16, cfg=cfg.replace(limit=16, mmlu_modes="loglik"))
-poisoned = sft.train(sft_cfg, callbacks=[LiveDashboard([*SFT_PANELS[:1], EVAL_PANEL], title="poisoned SFT"), watch])
+poisoned = sft.train(sft_cfg, callbacks=[LiveDashboard([*SFT_PANELS[:1], EVAL_PANEL], title="poisoned SFT"),
+                                         watch])
 pd.DataFrame([{"step": s, **m} for s, m in watch.history])
 
 # %% [markdown]
@@ -171,7 +174,8 @@ verdict
 
 # %%
 release = Gate([Rule("mmlu", "accuracy_loglik", slice="*", max_regression=0.10),
-                Rule("safety", "over_refusal_rate", max=0.5), Rule("judge", "agreement", min=0.6)], name="release")
+                Rule("safety", "over_refusal_rate", max=0.5), Rule("judge", "agreement", min=0.6)],
+               name="release")
 release.check(base, baseline=base)
 
 # %% [markdown]
@@ -184,7 +188,8 @@ release.check(base, baseline=base)
 # %%
 info = base.meta["info"]["judge"]
 print(f"judge agreement {base.value('judge', 'agreement'):.0%}, picked position A in "
-      f"{info['position_a_rate']:.0%} of judgments, win rate vs reference {base.value('judge', 'win_rate'):.0%}")
+      f"{info['position_a_rate']:.0%} of judgments, "
+      f"win rate vs reference {base.value('judge', 'win_rate'):.0%}")
 pd.DataFrame(base.samples["judge"])
 
 # %% [markdown]

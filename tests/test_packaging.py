@@ -1,4 +1,5 @@
-"""The built wheel works without the checkout: installed in a fresh env, `python -m labkit tour` runs anywhere.
+"""The built wheel works without the checkout: installed in a fresh env, `python -m labkit tour` runs
+anywhere.
 
 The wheel is built with `pip wheel --no-deps --no-build-isolation` (nothing downloaded) from a copy of the
 files the build reads (pyproject.toml, README.md and the package-dir folders), so the checkout gets no
@@ -63,8 +64,9 @@ import json, labkit
 from labkit.data.samples import SAMPLES, SAMPLES_DIR
 from labkit.eval.tasks import FIXTURES_DIR
 from labkit.runs.notebooks import list_notebooks
-print(json.dumps({"labkit": labkit.__file__, "samples_dir": str(SAMPLES_DIR), "fixtures_dir": str(FIXTURES_DIR),
-                  "samples": [s.name for s in SAMPLES], "notebooks": [str(p) for p in list_notebooks()]}))
+print(json.dumps({"labkit": labkit.__file__, "samples_dir": str(SAMPLES_DIR),
+                  "fixtures_dir": str(FIXTURES_DIR), "samples": [s.name for s in SAMPLES],
+                  "notebooks": [str(p) for p in list_notebooks()]}))
 '''
 
 
@@ -89,10 +91,12 @@ def _build_wheel(tmp: pathlib.Path) -> pathlib.Path:
 
 
 def _fresh_env(tmp: pathlib.Path, wheel: pathlib.Path, env: dict) -> tuple[pathlib.Path, pathlib.Path]:
-    """(python, site-packages) of a new venv holding the wheel and seeing this venv's packages after its own."""
+    """(python, site-packages) of a new venv holding the wheel and seeing this venv's packages after its
+    own."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
     python = tmp / "venv" / "bin" / "python"
-    site = pathlib.Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+    site = pathlib.Path(subprocess.run([str(python), "-c",
+                                        "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                        check=True, capture_output=True, text=True, env=env).stdout.strip())
     (site / "_labkit_test_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -106,7 +110,8 @@ def _fresh_env(tmp: pathlib.Path, wheel: pathlib.Path, env: dict) -> tuple[pathl
 def test_wheel_install_runs_the_smoke_tour_outside_the_checkout(tmp_path):
     assert not _is_under(tmp_path, ROOT), "the temporary folder must lie outside the checkout"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env |= {"PYTHONNOUSERSITE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env |= {"PYTHONNOUSERSITE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1"}
     wheel = _build_wheel(tmp_path)
     python, site = _fresh_env(tmp_path, wheel, env)
     run_dir = tmp_path / "run"
@@ -138,6 +143,8 @@ def test_wheel_install_runs_the_smoke_tour_outside_the_checkout(tmp_path):
     opened = log.read_text().splitlines()
     checkout = [p for p in opened if _is_under(p, ROOT) and not _is_under(p, sys.prefix)]
     assert not checkout, f"the installed labkit read files from the checkout: {checkout}"
-    data = [pathlib.Path(p).resolve() for p in opened if p.endswith(".jsonl") and "data_samples" in pathlib.Path(p).parts]
+    data = [pathlib.Path(p).resolve() for p in opened
+            if p.endswith(".jsonl") and "data_samples" in pathlib.Path(p).parts]
     assert data and all(_is_under(p, samples) for p in data), data
-    assert (samples / "sft_format.jsonl").resolve() in data and any(_is_under(p, fixtures) for p in data), data
+    assert ((samples / "sft_format.jsonl").resolve() in data
+            and any(_is_under(p, fixtures) for p in data)), data

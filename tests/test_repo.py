@@ -1,4 +1,5 @@
-"""Docs that cannot rot: the README file tree lists exactly the repo's files; pyproject lists every package."""
+"""Docs that cannot rot: the README file tree lists exactly the repo's files; pyproject lists every
+package."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ KIND_COLORS = {"slip": "#d62728", "guess": "#ff7f0e", "padded": "#1f77b4", "all"
 
 def calibration_plot(table: Sequence[Mapping[str, Any]],
                      title: str = "Reward-model calibration") -> go.Figure:
-    """Reliability diagram from labkit.metrics.reward_model.calibration: observed vs predicted P(A beats B)."""
+    """Reliability diagram from labkit.metrics.reward_model.calibration: observed vs
+    predicted P(A beats B)."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect",
                              line={"dash": "dot", "color": "gray"}))

@@ -354,9 +354,11 @@ def _mixed_column(rows: list[dict[str, Any]]) -> tuple[int | None, str | None, s
     return None, None, "rows could not be stored as one table (a nested value mixes types?)"
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` through a temp file and os.replace: a reader sees the old file or the new one,
-    never half."""
+def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool = True, mode: int = 0o644) -> Path:
+    """Write `text` through a temp file in the same folder: a reader sees the old file or the new one, never
+    half. `replace=False` refuses an existing file (FileExistsError) instead of replacing it, for files
+    written once; `mode` is the file's permission bits (mkstemp makes files private; data and reports are
+    shared)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -365,11 +367,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; data files and reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
+        os.chmod(tmp, mode)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:  # a hard link fails if the name exists: no window in which another writer slips in
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links: check, then rename
+                if path.exists():
+                    raise FileExistsError(str(path)) from None
+                os.replace(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -33,7 +33,8 @@ def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
     """Token ids of each prompt. Text is encoded as is (no BOS added): chat templates write their own."""
     out = []
     for i, p in enumerate(prompts):
-        ids = tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else [int(t) for t in p]
+        ids = (tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str)
+               else [int(t) for t in p])
         if not ids:
             raise ConfigError("prompts", f"prompt {i} is empty")
         out.append(ids)
@@ -195,7 +196,8 @@ class HFEngine:
                        adapter: str | None = None, path: str | os.PathLike | None = None) -> float:
         """Refit the engine in place; returns the seconds it took.
 
-        - state_dict only: new base-model weights (names as in the plain model's state_dict; a subset is fine);
+        - state_dict only: new base-model weights (names as in the plain model's state_dict; a subset is
+          fine);
         - adapter + path: reload that adapter from a saved directory;
         - adapter + state_dict: new LoRA weights for that adapter (PEFT's adapter state-dict names).
         """

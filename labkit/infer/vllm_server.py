@@ -50,7 +50,8 @@ def vllm_python() -> str:
     env = os.environ.get("LABKIT_VLLM_PYTHON")
     if env:
         if not pathlib.Path(env).exists():
-            raise MissingExtraError("vllm", "vllm", f"LABKIT_VLLM_PYTHON={env} does not exist; {INSTALL_HINT}")
+            raise MissingExtraError("vllm", "vllm",
+                                    f"LABKIT_VLLM_PYTHON={env} does not exist; {INSTALL_HINT}")
         return env
     candidate = VLLM_VENV / "bin" / "python"
     if candidate.exists():
@@ -299,7 +300,8 @@ class VLLMEngine:
         t0 = time.perf_counter()
         if adapter is not None:
             if path is None:
-                raise ConfigError("update_weights", "the vllm engine refits an adapter from a saved directory: "
+                raise ConfigError("update_weights",
+                                  "the vllm engine refits an adapter from a saved directory: "
                                   "pass path= with adapter=")
             self.load_adapter(adapter, path)
         elif state_dict is not None:

@@ -30,7 +30,6 @@ import os
 import platform
 import secrets
 import subprocess
-import tempfile
 import threading
 import time
 import traceback
@@ -39,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from labkit.data.io import write_text_atomic
 from labkit.errors import LabkitError
 
 MANIFEST_VERSION = 1
@@ -104,7 +104,7 @@ class HashCache:
             self._entries = {k: v for k, v in self._entries.items() if os.path.exists(k)}
             text = json.dumps(self._entries)
         with contextlib.suppress(OSError):
-            _write_atomic(self.path, text, replace=True)
+            write_text_atomic(self.path, text, replace=True)
             self._dirty = False
 
 
@@ -344,37 +344,12 @@ def build_manifest(stage: str, config: Any, *, preset: str = "", model: str | No
 
 # ---- writing once ------------------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, text: str, *, replace: bool, mode: int = 0o644) -> None:
-    """Write through a temp file in the same folder; `replace=False` refuses an existing file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        if replace:
-            os.replace(tmp, path)
-            return
-        try:  # a hard link fails if the name exists: no window in which another writer could slip in
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links: check, then rename
-            if path.exists():
-                raise FileExistsError(str(path)) from None
-            os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def write_manifest(path: str | os.PathLike, manifest: Manifest) -> Path:
     """Write manifest.json once: atomically, read-only, and never over an existing file
     (ManifestError)."""
     path = Path(path)
     try:
-        _write_atomic(path, json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False, default=str),
+        write_text_atomic(path, json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False, default=str),
                       replace=False, mode=0o444)
     except FileExistsError:
         raise ManifestError(f"{path} exists: a manifest is written once and never changed") from None
@@ -520,7 +495,7 @@ class RunDir:
         return record
 
     def _write_status(self, record: dict[str, Any]) -> None:
-        _write_atomic(self.status_path, json.dumps(record, indent=1, default=str), replace=True)
+        write_text_atomic(self.status_path, json.dumps(record, indent=1, default=str), replace=True)
 
 
 def _now() -> str:

@@ -9,7 +9,8 @@ import pathlib
 import time
 from typing import Any
 
-# notebooks/, the package labkit.notebooks: the checkout's folder in an editable install, else the wheel's copy.
+# notebooks/, the package labkit.notebooks: the checkout's folder in an editable install, else the
+# wheel's copy.
 NOTEBOOKS_DIR = pathlib.Path(os.fspath(importlib.resources.files("labkit.notebooks")))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 

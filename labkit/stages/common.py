@@ -41,7 +41,8 @@ def split_rows(rows, train_split: str, eval_split: str, source: str,
 
 def warmup_steps(cfg, steps: int | None = None) -> int:
     """Whole warmup steps, rounded down: transformers rounds a ratio up, so a 2-step smoke run would spend its
-    first step at learning rate 0 (and LoRA's A matrices, whose gradient needs a trained B, would never move)."""
+    first step at learning rate 0 (and LoRA's A matrices, whose gradient needs a trained B, would never
+    move)."""
     return int(cfg.warmup_ratio * (cfg.max_steps if steps is None else steps))
 
 

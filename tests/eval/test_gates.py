@@ -6,8 +6,8 @@ import pytest
 
 from labkit.errors import ConfigError
 from labkit.eval.card import EvalCard, scores_json, slice_rows
-from labkit.eval.tasks import Metric, Scored, Task
 from labkit.eval.gates import DEFAULT_GATE, Gate, Rule
+from labkit.eval.tasks import Metric, Scored, Task
 
 MMLU = Task("mmlu", (Metric("accuracy_loglik"),), lambda cfg: [], lambda *a: None)
 SAFETY = Task("safety", (Metric("refusal_rate"), Metric("over_refusal_rate", higher_is_better=False)),

@@ -17,10 +17,10 @@ snapshotted right after loading, before any step: each named parameter's value a
 
 `assert_trained(before, model)` then compares `model` with the snapshot taken of *that same object*, by
 parameter name (so a wrapper's names are never compared with the wrapped model's): every trainable tensor
-changed, every frozen tensor is bit-identical, the names and flags are the ones it had before training (but for
-TRL's frozen "ref" adapter, which must be a bit-identical copy of the initial "default" one), all weights are
-finite, and there is at least one trainable tensor and (unless `frozen=False`, as for full fine-tuning) one
-frozen one.
+changed, every frozen tensor is bit-identical, the names and flags are the ones it had before training (but
+for TRL's frozen "ref" adapter, which must be a bit-identical copy of the initial "default" one), all weights
+are finite, and there is at least one trainable tensor and (unless `frozen=False`, as for full fine-tuning)
+one frozen one.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class WeightsBefore:
                 record(self)
 
             patched = type(real.__name__, (real,), {"__init__": __init__, "__module__": real.__module__,
-                                                   "__qualname__": real.__qualname__, "__doc__": real.__doc__})
+                                                   "__qualname__": real.__qualname__,
+                                                   "__doc__": real.__doc__})
         else:
             def patched(*args, **kwargs):
                 out = real(*args, **kwargs)
@@ -135,12 +136,14 @@ def check_trained(before: WeightsBefore | Snapshot, model, *, frozen: bool = Tru
     assert snap.trainable, "no trainable tensor"
     if frozen:
         assert snap.frozen, "no frozen tensor: expected a frozen base under the adapter"
-    assert set(may_stay) <= snap.trainable, f"may_stay names no trainable tensor: {set(may_stay) - snap.trainable}"
+    assert set(may_stay) <= snap.trainable, (f"may_stay names no trainable tensor: "
+                                             f"{set(may_stay) - snap.trainable}")
     flipped = [n for n, (_, grad) in snap.params.items() if after[n].requires_grad != grad]
     assert not flipped, f"requires_grad flipped in training: {flipped[:5]}"
     nonfinite = [n for n, p in after.items() if not torch.isfinite(p.detach()).all()]
     assert not nonfinite, f"non-finite weights after training: {nonfinite[:5]}"
-    stuck = [n for n in sorted(snap.trainable - set(may_stay)) if torch.equal(snap.params[n][0], after[n].detach())]
+    stuck = [n for n in sorted(snap.trainable - set(may_stay))
+             if torch.equal(snap.params[n][0], after[n].detach())]
     moved = [n for n in sorted(snap.frozen) if not torch.equal(snap.params[n][0], after[n].detach())]
     assert not stuck, f"{len(stuck)} of {len(snap.trainable)} trainable tensors did not change: {stuck[:8]}"
     assert not moved, f"{len(moved)} frozen tensors changed: {moved[:8]}"

@@ -1,5 +1,6 @@
 """GRPO and RLOO stage smoke tests on the tiny model: TRL trains the adapter, every RL signal is logged, the
-rollout log matches what the trainer saw, and pre-flight stops a run that cannot learn before its first step."""
+rollout log matches what the trainer saw, and pre-flight stops a run that cannot learn before its first
+step."""
 
 from __future__ import annotations
 
@@ -30,13 +31,15 @@ def varied(prompts, completions, **kwargs):
     return [len(set(t)) / max(len(t), 1) for t in texts]
 
 
-@pytest.mark.parametrize("stage, loss_type", [(grpo, "grpo"), (grpo, "dr_grpo"), (grpo, "dapo"), (rloo, "grpo")])
+@pytest.mark.parametrize("stage, loss_type", [(grpo, "grpo"), (grpo, "dr_grpo"), (grpo, "dapo"),
+                                              (rloo, "grpo")])
 def test_stage_trains_the_adapter_and_logs_every_rl_signal(stage, loss_type, tiny_model_dir, tmp_path,
                                                            weights_before, assert_trained):
     from labkit.dash import RL_PANELS, LiveDashboard
 
     dash = LiveDashboard(RL_PANELS)
-    result = stage.train(cfg(tiny_model_dir, tmp_path, loss_type=loss_type), callbacks=[dash], reward_funcs=[varied])
+    result = stage.train(cfg(tiny_model_dir, tmp_path, loss_type=loss_type), callbacks=[dash],
+                         reward_funcs=[varied])
     m = result.metrics
     assert m["algorithm"] == stage.__name__.rsplit(".", 1)[1] and m["steps"] == 2
     assert math.isfinite(m["train_loss"])

@@ -1,5 +1,5 @@
-"""PPO stage: the KL controller and per-token reward shaping by hand, batch packing against unpadded log-probs,
-and a smoke run on the tiny model (what trains, what stays frozen, what is logged and saved)."""
+"""PPO stage: the KL controller and per-token reward shaping by hand, batch packing against unpadded
+log-probs, and a smoke run on the tiny model (what trains, what stays frozen, what is logged and saved)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_kl_controller_rejects_bad_settings():
         ppo.KLController(0.1, target=1.0, horizon=0)
 
 
-# ---------------------------------------------------------------------------------------------- reward shaping
+# --------------------------------------------------------------------------------------------- reward shaping
 
 
 def test_shape_rewards_hand_case():
@@ -122,7 +122,8 @@ def test_prompt_batches_cycle_through_every_row_seeded():
     again = [[r["i"] for r in b] for _, b in zip(range(5), ppo.prompt_batches(rows, 2, seed=3))]
     assert first == again
     flat = sum(first, [])
-    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))  # each pass sees all rows
+    # Each pass sees all rows.
+    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))
 
 
 # ---------------------------------------------------------------------------------------------- smoke
@@ -168,25 +169,27 @@ class Recorder:
         self.events.append(("end", None, summary))
 
 
-STEP_METRICS = {"loss", "policy_loss", "value_loss", "reward", "reward_std", "rewards/chars/mean", "rewards/chars/std",
-                "rewards/correctness/mean", "rewards/correctness/std", "kl", "entropy", "clip_fraction",
-                "approx_kl", "kl_coef", "completions/mean_length", "completions/clipped_ratio",
-                "frac_reward_zero_std"}
+STEP_METRICS = {"loss", "policy_loss", "value_loss", "reward", "reward_std", "rewards/chars/mean",
+                "rewards/chars/std", "rewards/correctness/mean", "rewards/correctness/std", "kl", "entropy",
+                "clip_fraction", "approx_kl", "kl_coef", "completions/mean_length",
+                "completions/clipped_ratio", "frac_reward_zero_std"}
 # What a notebook compares across grpo, rloo and ppo.
-RESULT_METRICS = {"algorithm", "before", "after", "curve", "steps", "train_seconds", "wall_seconds", "train_loss",
-                  "prompts", "rewards", "preflight", "trainable_params", "compute_dtype", "device"}
+RESULT_METRICS = {"algorithm", "before", "after", "curve", "steps", "train_seconds", "wall_seconds",
+                  "train_loss", "prompts", "rewards", "preflight", "trainable_params", "compute_dtype",
+                  "device"}
 
 
 @pytest.mark.smoke
-def test_ppo_trains_adapter_and_value_head_only(tiny_model_dir, tmp_path, chars_reward, weights_before, assert_trained):
+def test_ppo_trains_adapter_and_value_head_only(tiny_model_dir, tmp_path, chars_reward, weights_before,
+                                                assert_trained):
     from labkit.dash.rl import ROLLOUT_FIELDS, load_rollouts
 
     weights_before.watch(ppo, "PolicyWithValue")  # the value head is built around the loaded policy
     rec = Recorder()
     result = ppo.train(cfg(tiny_model_dir, tmp_path), callbacks=[rec])
 
-    # LoRA weights and the value head moved; every base weight is bit-identical. The policy is checked under its
-    # own names and again inside the wrapper (policy.*), where the value head's tensors are trainable too.
+    # LoRA weights and the value head moved; every base weight is bit-identical. The policy is checked under
+    # its own names and again inside the wrapper (policy.*), where the value head's tensors are trainable too.
     policy, net = (s.model for s in weights_before.snapshots)
     assert policy is result.model and net.policy is result.model
     snap = assert_trained(weights_before, result.model)
@@ -207,7 +210,8 @@ def test_ppo_trains_adapter_and_value_head_only(tiny_model_dir, tmp_path, chars_
 
     # Held-out evals at 0, every step, and the end; the callbacks saw start, steps, evals and end in order.
     kinds = [(k, s) for k, s, _ in rec.events]
-    assert kinds == [("start", None), ("eval", 0), ("step", 1), ("eval", 1), ("step", 2), ("eval", 2), ("end", None)]
+    assert kinds == [("start", None), ("eval", 0), ("step", 1), ("eval", 1), ("step", 2), ("eval", 2),
+                     ("end", None)]
     assert rec.events[0][2]["max_steps"] == 2 and "heldout/accuracy" in rec.events[1][2]
     assert rec.events[-1][2]["train_loss"] == pytest.approx(result.metrics["train_loss"])
     assert [c["step"] for c in result.metrics["curve"]] == [0, 1, 2]

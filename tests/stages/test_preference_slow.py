@@ -12,12 +12,14 @@ def test_dpo_raises_heldout_preference_accuracy_by_25_points(tmp_path):
     from labkit.stages.preference import train
 
     start = time.perf_counter()
-    cfg = PreferenceConfig.from_preset("cpu", method="dpo", kinds="slip,guess", output_dir=str(tmp_path / "dpo"))
+    cfg = PreferenceConfig.from_preset("cpu", method="dpo", kinds="slip,guess",
+                                       output_dir=str(tmp_path / "dpo"))
     result = train(cfg)
     minutes = (time.perf_counter() - start) / 60
     before, after = result.metrics["before"], result.metrics["after"]
-    print(f"held-out preference accuracy {before['preference_accuracy']:.3f} -> {after['preference_accuracy']:.3f} "
-          f"in {minutes:.1f} min; slip {before['accuracy/slip']:.2f} -> {after['accuracy/slip']:.2f}, guess "
+    print(f"held-out preference accuracy {before['preference_accuracy']:.3f} -> "
+          f"{after['preference_accuracy']:.3f} in {minutes:.1f} min; "
+          f"slip {before['accuracy/slip']:.2f} -> {after['accuracy/slip']:.2f}, guess "
           f"{before['accuracy/guess']:.2f} -> {after['accuracy/guess']:.2f}; KL {after['kl']:.2f} nats")
     assert after["preference_accuracy"] - before["preference_accuracy"] >= 0.25
     assert after["kl"] > 0  # it moved away from the reference to get there

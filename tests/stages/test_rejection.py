@@ -1,4 +1,5 @@
-"""Rejection-sampling fine-tuning: round schedule, keep policy, and the loop on a tiny model (with and without SFT)."""
+"""Rejection-sampling fine-tuning: round schedule, keep policy, and the loop on a tiny model (with and
+without SFT)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_rounds_see_different_prompts_until_every_prompt_was_seen():
 
 
 def sample(i, text, verified=True, finished=True):
-    return {"prompt": [{"role": "user", "content": f"q{i}"}], "completion": [{"role": "assistant", "content": text}],
+    return {"prompt": [{"role": "user", "content": f"q{i}"}],
+            "completion": [{"role": "assistant", "content": text}],
             "answer": "1", "prompt_index": i, "verified": verified, "finished": finished}
 
 
@@ -96,13 +98,14 @@ def test_two_rounds_with_nothing_verified_skip_sft_and_still_report(tiny_model_d
 @pytest.mark.smoke
 def test_verified_samples_are_trained_on_round_after_round(tiny_model_dir, tmp_path, weights_before,
                                                           assert_trained):
-    """With a verifier that accepts everything, each round keeps its samples and SFT changes only LoRA weights."""
+    """With a verifier that accepts everything, each round keeps its samples and SFT changes only LoRA
+    weights."""
     from labkit.models.loading import load_model
 
     accept_all = lambda prompts, completions, **kw: [1.0] * len(completions)  # noqa: E731
     rec = Recorder()
-    result = rejection_sampling(tiny_cfg(tiny_model_dir, tmp_path / "run"), callbacks=[rec], reward=accept_all,
-                                keep_unfinished=True, warm_start="cot")
+    result = rejection_sampling(tiny_cfg(tiny_model_dir, tmp_path / "run"), callbacks=[rec],
+                                reward=accept_all, keep_unfinished=True, warm_start="cot")
     rounds = result.metrics["rounds"]
     for r in rounds:
         assert r["verified"] == r["sampled"] == 8 and r["verified_rate"] == 1.0

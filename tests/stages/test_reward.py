@@ -1,4 +1,5 @@
-"""Reward stage: TRL's RewardTrainer on the tiny model, and the accuracy / calibration / length-bias helpers."""
+"""Reward stage: TRL's RewardTrainer on the tiny model, and the accuracy / calibration / length-bias
+helpers."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def cfg(tiny_model_dir, tmp_path, **kw) -> RewardConfig:
 def test_reward_model_trains_head_and_adapter_and_scores_pairs(tiny_model_dir, tmp_path, weights_before,
                                                                  assert_trained):
     result = rm.train(cfg(tiny_model_dir, tmp_path))
-    # Every LoRA tensor and PEFT's trainable copy of the new `score` head moved; the base, including the head's
-    # frozen original (score.original_module), is bit-identical.
+    # Every LoRA tensor and PEFT's trainable copy of the new `score` head moved; the base, including the
+    # head's frozen original (score.original_module), is bit-identical.
     snap = assert_trained(weights_before, result.model)
     head = {n for n in snap.trainable if "score" in n}
     assert head and all(".modules_to_save." in n for n in head)
@@ -102,7 +103,8 @@ def test_bad_rows_fail_before_the_model_loads(tiny_model_dir, tmp_path, monkeypa
     rows = [dict(r) for r in rm_rows()[:5]]
     del rows[2]["chosen"]
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    monkeypatch.setattr(rm, "load_reward_model", lambda *a, **k: pytest.fail("model loaded before data check"))
+    monkeypatch.setattr(rm, "load_reward_model",
+                        lambda *a, **k: pytest.fail("model loaded before data check"))
     with pytest.raises(DataError) as err:
         rm.train(cfg(tiny_model_dir, tmp_path, data=str(path)))
     assert err.value.row == 2 and err.value.field == "chosen"

@@ -20,8 +20,8 @@ LAST_EVAL_MARGIN_S = 60  # the step in flight when the budget runs out, then the
 
 
 def test_grpo_doubles_heldout_accuracy_within_fifteen_minutes(tmp_path):
-    cfg = RLConfig.from_preset("cpu", output_dir=str(tmp_path / "grpo"), max_seconds=BUDGET_S - LAST_EVAL_MARGIN_S,
-                               max_steps=1000, eval_every=0)
+    cfg = RLConfig.from_preset("cpu", output_dir=str(tmp_path / "grpo"),
+                               max_seconds=BUDGET_S - LAST_EVAL_MARGIN_S, max_steps=1000, eval_every=0)
     result = grpo.train(cfg)
     before, after = result.metrics["before"]["accuracy"], result.metrics["after"]["accuracy"]
     print(f"GRPO held-out accuracy {before:.0%} -> {after:.0%} in {result.metrics['steps']} steps, "

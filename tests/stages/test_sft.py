@@ -1,4 +1,5 @@
-"""SFT stage smoke tests on the tiny model: what trains, what stays frozen, resuming, QLoRA gradients, bad data."""
+"""SFT stage smoke tests on the tiny model: what trains, what stays frozen, resuming, QLoRA gradients,
+bad data."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_lora_trains_only_adapter_weights(tiny_model_dir, tmp_path, weights_befo
     assert m["steps"] == 3 and math.isfinite(m["train_loss"])
     assert {"probe_loss", "format_accuracy"} <= set(m["before"]) and "eval_loss" in m["after"]
     steps = [e for e in read_jsonl(result.log_path) if e["event"] == "step"]
-    assert [e["step"] for e in steps] == [1, 2, 3] and all(math.isfinite(e["loss"]) and e["loss"] > 0 for e in steps)
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(math.isfinite(e["loss"]) and e["loss"] > 0
+                                                           for e in steps)
     assert json.loads((result.output_dir / "result.json").read_text())["metrics"]["steps"] == 3
 
 
@@ -146,8 +148,9 @@ def test_compact_loss_equals_trl_loss_and_gradients(tiny, tmp_path):
 
     model = get_peft_model(model, lora_config(4, 8, 0.0, "all-linear", seed_init=False))
     ds = sft_dataset(tok, load_sample("sft_format")[:6])
-    args = TRLSFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=3, report_to="none", use_cpu=True,
-                        bf16=False, padding_free=True, max_length=None, completion_only_loss=False)
+    args = TRLSFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=3, report_to="none",
+                        use_cpu=True, bf16=False, padding_free=True, max_length=None,
+                        completion_only_loss=False)
     grads = {}
     for name, cls in (("trl", SFTTrainer), ("labkit", _compact_loss_trainer(SFTTrainer))):
         trainer = cls(model=model, args=args, train_dataset=ds, processing_class=tok)
@@ -156,8 +159,10 @@ def test_compact_loss_equals_trl_loss_and_gradients(tiny, tmp_path):
         model.zero_grad()
         loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=None)
         loss.backward()
-        grads[name] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
-        assert trainer._metrics["train"]["mean_token_accuracy"] and trainer._metrics["train"]["num_tokens"][0] > 0
+        grads[name] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                       if p.requires_grad})
+        assert (trainer._metrics["train"]["mean_token_accuracy"]
+                and trainer._metrics["train"]["num_tokens"][0] > 0)
     torch.testing.assert_close(grads["labkit"][0], grads["trl"][0], rtol=1e-5, atol=1e-6)
     for n, g in grads["trl"][1].items():
         torch.testing.assert_close(grads["labkit"][1][n], g, rtol=1e-4, atol=1e-6)

@@ -14,7 +14,8 @@ def test_cpu_preset_teaches_the_answer_format(tmp_path):
     result = train(SFTConfig.from_preset("cpu", output_dir=str(tmp_path / "sft")))
     minutes = (time.perf_counter() - start) / 60
     before, after = result.metrics["before"], result.metrics["after"]
-    print(f"format accuracy {before['format_accuracy']:.2f} -> {after['format_accuracy']:.2f} in {minutes:.1f} min; "
+    print(f"format accuracy {before['format_accuracy']:.2f} -> {after['format_accuracy']:.2f} "
+          f"in {minutes:.1f} min; "
           f"answer accuracy {before['answer_accuracy']:.2f} -> {after['answer_accuracy']:.2f}; "
           f"probe loss {before['probe_loss']:.3f} -> {after['probe_loss']:.3f}; "
           f"{result.metrics['tokens_per_s']:.0f} tokens/s")
