@@ -367,14 +367,19 @@ def test_hub_loader_reads_openai_gsm8k(monkeypatch):
     assert rows[0]["shots"] == hub.splits["train"]
 
 
-def test_auto_falls_back_to_the_fixture_when_the_hub_fails(monkeypatch):
+def test_auto_falls_back_to_the_shipped_real_items_when_the_hub_fails(monkeypatch):
+    from labkit.eval.tasks import read_real
+
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
     monkeypatch.setattr("datasets.load_dataset", offline)
-    rows = gsm8k.load(EvalConfig(source="auto"))
-    assert [r["question"] for r in rows] == [r["question"]
-                                             for r in read_fixture("gsm8k") if r["split"] == "test"]
+    rows = gsm8k.load(EvalConfig(source="auto", limit=0))
+    real = [r["question"] for r in read_real("gsm8k") if r.get("split", "test") == "test"]
+    assert real and [r["question"] for r in rows] == real
+    fixture = gsm8k.load(EvalConfig(source="fixture", limit=0))
+    assert [r["question"] for r in fixture] == [r["question"] for r in read_fixture("gsm8k")
+                                                if r["split"] == "test"]
     with pytest.raises(ConnectionError):
         gsm8k.load(EvalConfig(source="hub"))
 
