@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${LABKIT_VENV:-.venv}
 stamp="$VENV/.labkit-setup"
+# HumanEval runs model-written code only inside bubblewrap's OS sandbox: install it where we can (the tour
+# leaves HumanEval out, saying why, where we cannot).
+if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "labkit setup: installing bubblewrap for the code sandbox" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null \
+    || echo "labkit setup: could not install bubblewrap; HumanEval will be left out" >&2
+fi
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
