@@ -28,8 +28,9 @@ GAPS = {
     "ifeval": "labkit checks 14 of IFEval's 25 instruction types (no language detection, paragraphs, "
               "placeholders, sections, repeats…): rows are scored on the checkable ones only; replies "
               "are cut at --ifeval-tokens (lighteval allows 1280); a subsample of the 541 prompts",
-    "mmlu_cloze": "5 questions per subject (285 of 14042); Q4_1 weights; lighteval tokenises the context "
-                  "and choice the same way, so the protocol itself should match",
+    "mmlu_cloze": "a subset spread over the 57 subjects (of 285 shipped, 14042 in MMLU): at 57 items the "
+                  "95% interval is about ±10 points; Q4_1 weights; the prompt, continuation and per-"
+                  "character normalisation follow lighteval's mmlu_cf",
     "hellaswag": "no items shipped (rowanz/hellaswag keeps its data files out of the fetched snapshot)",
     "arc": "no items shipped yet",
 }
