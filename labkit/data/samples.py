@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labkit.data.answers import extract_number
 from labkit.data.io import read_jsonl, write_jsonl
 from labkit.data.types import Kind
 from labkit.data.validate import validate_rows
@@ -57,11 +58,9 @@ def extract_answer(text: str) -> str | None:
     """The number after the first `####` in the text, canonical ("012" -> "12"), or None when no `####`
     carries a number.
 
-    labkit's one answer reader (labkit.rewards.read_answer) restricted to its `####` rule: the probes
+    labkit's one answer reader (labkit.data.answers) restricted to its `####` rule: the probes
     score the trained format, so a right number written without the marker does not count here.
     """
-    from labkit.data.answers import extract_number
-
     return extract_number(text, marker_only=True)
 
 
