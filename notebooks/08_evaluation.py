@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -25,8 +27,11 @@
 # - **slices** (MMLU subject, GSM8K steps, instruction type, context length) where regressions hide;
 # - **a gate**: declared thresholds that a new model must pass against its base before it ships.
 #
-# Offline, every task reads a small fixture that labkit writes in the real benchmark's format; online (or
-# with the dataset cached) `source="hub"` reads the real one through `datasets`, unchanged code.
+# Offline, every task reads real benchmark items shipped with labkit (a few hundred per task, copied from the
+# benchmarks' own repositories; licences in `data_samples/eval/README.md`), so these numbers are on the same
+# questions everyone else uses. Online (or with the dataset cached) `source="hub"` reads the whole benchmark
+# through `datasets`, unchanged code. The smoke preset reads `source="fixture"`: small look-alikes labkit
+# writes itself, for speed and for unit tests; never quote a number from them.
 
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
@@ -127,12 +132,12 @@ pd.DataFrame([{"program": name, "status": Sandbox(timeout=3).check(code, tests, 
 # ## 3. A model made worse on purpose, watched while it degrades
 #
 # To see a gate do its job, train an adapter on **wrong** answers: a wrong option letter for every MMLU
-# question in the fixture, asked exactly as the MMLU task asks it. `InTrainingEval` runs a small eval every
+# question this eval reads, asked exactly as the MMLU task asks it. `InTrainingEval` runs a small eval every
 # few steps on the model being trained and sends it to the dashboard next to the loss: watch the accuracy
 # fall while the loss goes down.
 
 # %%
-poison = write_jsonl(f"{OUT}/poisoned_sft.jsonl", poisoned_sft_rows())
+poison = write_jsonl(f"{OUT}/poisoned_sft.jsonl", poisoned_sft_rows(cfg))
 sft_cfg = SFTConfig.from_preset(PRESET, model=MODEL, data=str(poison), train_split="", eval_split="",
                                 n_eval=0, max_steps=32, batch_size=8, learning_rate=1e-3,
                                 output_dir=f"{OUT}/poisoned")

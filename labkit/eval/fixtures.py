@@ -12,9 +12,13 @@ import filecmp
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit.data.io import write_jsonl
 from labkit.eval.tasks import FIXTURES_DIR
+
+if TYPE_CHECKING:
+    from labkit.config import EvalConfig
 
 SCHEMAS = {
     "gsm8k": "GSM8K (`question`, `answer` = worked solution ending `#### n`) + `split` train/test; "
@@ -91,16 +95,18 @@ def check(out: str | Path = FIXTURES_DIR) -> list[str]:
                 or not filecmp.cmp(Path(fresh) / n, Path(out) / n, shallow=False)]
 
 
-def poisoned_sft_rows() -> list[dict]:
-    """Conversations that teach a wrong option letter for every MMLU fixture question, asked the way the MMLU
-    task asks it: the deliberately bad adapter of notebook 08 and of the gate test. Train on nothing else with
-    it."""
+def poisoned_sft_rows(cfg: EvalConfig | None = None) -> list[dict]:
+    """Conversations that teach a wrong option letter for every MMLU question an eval reads, asked the way the
+    MMLU task asks it: the deliberately bad adapter of notebook 08 and of the gate test. With an EvalConfig,
+    the questions are all of those its source gives (limit ignored, so any subsample is covered); without
+    one, the look-alike fixture's. Train on nothing else with it."""
     from labkit.eval import mmlu
     from labkit.eval.tasks import read_fixture
 
+    rows = mmlu.load(cfg.replace(limit=0)) if cfg is not None else read_fixture("mmlu")
     return [{"messages": [{"role": "user", "content": mmlu.question_text(r)},
                           {"role": "assistant", "content": mmlu.LETTERS[(r["answer"] + 1) % 4]}]}
-            for r in read_fixture("mmlu")]
+            for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,3 +30,17 @@ def test_poisoned_adapter_fails_the_default_gate(tmp_path):
     assert DEFAULT_GATE.check(base, baseline=base).passed
     change = next(r for r in compare(base, bad, n_boot=300) if r["slice"] == "all")
     assert change["verdict"] == "regression"  # 42 paired items: the bootstrap is sure of it too
+
+
+def test_poison_covers_every_question_the_eval_reads():
+    from labkit.eval import mmlu
+
+    cfg = EvalConfig(source="real", limit=16)
+    rows = poisoned_sft_rows(cfg)
+    asked = {mmlu.question_text(r) for r in mmlu.load(cfg)}
+    taught = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in rows}
+    assert len(rows) == len(mmlu.load(cfg.replace(limit=0))) > 16
+    assert asked <= set(taught)
+    # every taught letter is wrong
+    for r in mmlu.load(cfg.replace(limit=0)):
+        assert taught[mmlu.question_text(r)] != mmlu.LETTERS[r["answer"]]
