@@ -25,9 +25,9 @@ PUBLISHED = {"gsm8k": 1.4, "ifeval": 29.9, "mmlu_cloze": 29.3, "hellaswag": 40.9
 GAPS = {
     "gsm8k": "subset of the test split; the embedded weights are the Q4_1 GGUF dequantised, not the bf16 "
              "release; lighteval samples its 5 shots at random per item, here the first 5 train problems",
-    "ifeval": "labkit checks 14 of IFEval's 25 instruction types (no language detection, paragraphs, "
-              "placeholders, sections, repeats…): rows are scored on the checkable ones only; replies "
-              "are cut at --ifeval-tokens (lighteval allows 1280); a subsample of the 541 prompts",
+    "ifeval": "labkit checks all 25 of IFEval's instruction types with its own checkers (regex "
+              "sentences and capital words where IFEval uses nltk); "
+              "replies are cut at --ifeval-tokens (lighteval allows 1280); a subsample of the 541 prompts",
     "mmlu_cloze": "a subset spread over the 57 subjects (of 285 shipped, 14042 in MMLU): at 57 items the "
                   "95% interval is about ±10 points; Q4_1 weights; the prompt, continuation and per-"
                   "character normalisation follow lighteval's mmlu_cf",

@@ -2,9 +2,10 @@
 
 Rows use google/IFEval's schema: `key`, `prompt`, `instruction_id_list` and `kwargs` (one dict per
 instruction; on the hub every dict carries every possible key, most of them None, so None means absent).
-Each supported instruction id has a small checker in CHECKERS. An id without a checker is skipped and
-counted in the output's info, never scored as passed or failed; a row left with no checkable instruction is
-dropped (and counted), so the accuracies are over what labkit can actually check.
+Each of IFEval's 25 instruction ids has a small checker in CHECKERS, so every row of google/IFEval is scored
+on all its instructions. An id without a checker (none in IFEval itself; a variant dataset may add some) is
+skipped and counted in the output's info, never scored as passed or failed; a row left with no checkable
+instruction is dropped (and counted).
 
 Metrics, as IFEval's paper defines them:
   prompt_accuracy / instruction_accuracy              strict: the reply as written
@@ -12,9 +13,12 @@ Metrics, as IFEval's paper defines them:
       variant of the reply follows it (markdown asterisks removed, first and/or last line dropped), which
       forgives a "Sure! Here is…" preamble, a closing "Let me know…" line and ** markup.
 
-Checkers follow IFEval's rules where they are simple (fenced JSON is JSON; an empty reply follows nothing)
-and differ where IFEval needs extra packages: no language detection for the case checks, and sentences are
-split on . ! ? followed by a space, so "e.g. this" counts as two.
+Checkers follow IFEval's rules, odd ones included, so numbers stay comparable with published ones (fenced
+JSON is JSON; an empty reply follows nothing; sections, paragraphs and placeholders are counted IFEval's way,
+noted at each checker). language:response_language uses `langdetect`, as IFEval does. They differ where
+IFEval needs nltk: sentences are split on . ! ? followed by a space, so "e.g. this" counts as two; capital
+words come from a small regex tokenizer close to nltk's word_tokenize; and the lowercase/capital checks skip
+IFEval's extra "is it English" detection.
 """
 
 from __future__ import annotations
@@ -63,6 +67,21 @@ def _compare(n: int, relation: str, target: int) -> bool:
 def _word_re(word: str) -> re.Pattern:
     # Lookarounds rather than \b so keywords that start or end in punctuation ("P.S.", "C++") still match.
     return re.compile(rf"(?<!\w){re.escape(word.strip())}(?!\w)", re.I)
+
+
+def _parts(text: str, separator: str) -> list[str] | None:
+    """The non-blank pieces of `text` between `separator`s (a regex), or None when a blank piece sits between
+    two separators: IFEval's rule for *** paragraphs and ****** responses (only the ends may be blank)."""
+    pieces = re.split(separator, text)
+    if any(not p.strip() for p in pieces[1:-1]):
+        return None
+    return [p for p in pieces if p.strip()]
+
+
+# Words as nltk's word_tokenize splits them, near enough to count capitalised ones: contractions part at the
+# apostrophe ("DON'T" -> DO N'T, "I'm" -> I 'm) and "&" splits ("AT&T" -> AT T); hyphens, dots, slashes and
+# a curly apostrophe keep a word whole ("X-RAY", "U.S", "AND/OR"). Lone punctuation has no case: never counts.
+_TOKEN = re.compile(r"\w+(?=n't)|n't|'\w+|\w+(?:[-./\u2019]\w+)*", re.I)
 
 
 def _unfence(text: str) -> str:
@@ -120,13 +139,13 @@ def title(reply: str) -> bool:
 
 
 def english_lowercase(reply: str) -> bool:
-    """No capital letter anywhere (and at least one letter); the language itself is not checked."""
-    return reply.islower()  # some cased letter, and no capital anywhere
+    """No capital letter anywhere (and at least one letter), in English as langdetect reads it."""
+    return reply.islower() and response_language(reply, language="en")
 
 
 def english_capital(reply: str) -> bool:
-    """No lowercase letter anywhere (and at least one letter); the language itself is not checked."""
-    return reply.isupper()
+    """No lowercase letter anywhere (and at least one letter), in English as langdetect reads it."""
+    return reply.isupper() and response_language(reply, language="en")
 
 
 def no_comma(reply: str) -> bool:
@@ -153,6 +172,96 @@ def postscript(reply: str, *, postscript_marker: str) -> bool:
     return bool(re.search(rf"^[ \t>*_]*{marker}", reply, re.M | re.I))
 
 
+def highlighted_sections(reply: str, *, num_highlights: int) -> bool:
+    """At least `num_highlights` non-blank markdown highlights, *like this* or **like this**, on one line."""
+    # IFEval counts *…* and **…** spans in two separate passes; "**bold**" counts once (the single-asterisk
+    # pass only sees its two empty "**" pairs) and a bullet's lone "* " never pairs up.
+    spans = re.findall(r"\*([^\n*]*)\*", reply) + re.findall(r"\*\*([^\n*]*)\*\*", reply)
+    return sum(bool(s.strip()) for s in spans) >= num_highlights
+
+
+def repeat_prompt(reply: str, *, prompt_to_repeat: str) -> bool:
+    """The reply opens with `prompt_to_repeat`, word for word but ignoring case and surrounding whitespace."""
+    return reply.strip().lower().startswith(prompt_to_repeat.strip().lower())
+
+
+def letter_frequency(reply: str, *, letter: str, let_frequency: int, let_relation: str) -> bool:
+    """The character `letter` occurs less than / at least `let_frequency` times, ignoring case."""
+    # Every occurrence counts, inside words too; IFEval's data also asks for "#" and "!" this way.
+    return _compare(reply.lower().count(letter.strip().lower()), let_relation, let_frequency)
+
+
+def response_language(reply: str, *, language: str) -> bool:
+    """langdetect reads the reply as `language`, an ISO 639-1 code such as "fr" (IFEval's detector)."""
+    from langdetect import DetectorFactory, LangDetectException, detect
+
+    DetectorFactory.seed = 0  # langdetect samples n-grams at random: a fixed seed makes verdicts repeatable
+    try:
+        return detect(reply) == language
+    except LangDetectException:
+        return True  # IFEval counts a reply with nothing to detect (no letters, e.g. "42!") as followed
+
+
+def number_placeholders(reply: str, *, num_placeholders: int) -> bool:
+    """At least `num_placeholders` placeholders in square brackets, like [address], each on one line."""
+    # Any bracket pair counts, as in IFEval: an empty "[]" or a markdown link's [text] as well.
+    return len(re.findall(r"\[.*?\]", reply)) >= num_placeholders
+
+
+def number_paragraphs(reply: str, *, num_paragraphs: int) -> bool:
+    """Exactly `num_paragraphs` paragraphs separated by the markdown divider ***."""
+    # IFEval's reading: blank text before the first or after the last divider is no paragraph, but a blank
+    # one between two dividers fails the instruction; *** in a longer run ("******", "***bold***") divides.
+    parts = _parts(reply, r"\*\*\*")
+    return parts is not None and len(parts) == num_paragraphs
+
+
+def capital_word_frequency(reply: str, *, capital_frequency: int, capital_relation: str) -> bool:
+    """Words in capitals only ("NASA", "I", "X-RAY") occur less than / at least `capital_frequency` times."""
+    return _compare(sum(t.isupper() for t in _TOKEN.findall(reply)), capital_relation, capital_frequency)
+
+
+def two_responses(reply: str) -> bool:
+    """Two different responses separated by six asterisks, ******, with nothing but blanks around them."""
+    parts = _parts(reply, re.escape("******"))
+    return parts is not None and len(parts) == 2 and parts[0].strip() != parts[1].strip()
+
+
+def multiple_sections(reply: str, *, section_spliter: str, num_sections: int) -> bool:
+    """At least `num_sections` section marks: `section_spliter` then a number, as in "SECTION 2"."""
+    # IFEval counts the marks anywhere in the text (not only at a line start), matching case ("Section 1" is
+    # no "SECTION" mark) and with at most one whitespace character before the number; and it asks for at
+    # least `num_sections`, although its prompts say "must have N sections". `section_spliter` is IFEval's
+    # spelling of the key.
+    return len(re.findall(rf"{re.escape(section_spliter.strip())}\s?\d+", reply)) >= num_sections
+
+
+def nth_paragraph_first_word(reply: str, *, num_paragraphs: int, nth_paragraph: int, first_word: str) -> bool:
+    """Exactly `num_paragraphs` paragraphs separated by blank lines, paragraph `nth_paragraph` (from 1)
+    starting with the word `first_word`, ignoring case and the punctuation that follows it."""
+    # IFEval's reading, kept: paragraphs are pieces between "\n\n"; blank pieces are not counted but still
+    # hold a position when paragraph n is looked up, so "a\n\n\n\nb" has 2 paragraphs and a blank second
+    # one. The first word is the first whitespace-separated token, leading ' then " stripped, cut at the
+    # first . , ? ! ' or " ("Weekend's" reads weekend): "**Weekend**" or "Weekend:" do not match.
+    pieces = reply.split("\n\n")
+    count = sum(bool(p.strip()) for p in pieces)
+    if nth_paragraph > count or not pieces[nth_paragraph - 1].strip():
+        return False
+    token = pieces[nth_paragraph - 1].split()[0].lstrip("'").lstrip('"')
+    word = re.split(r"[.,?!'\"]", token, maxsplit=1)[0].lower()
+    return count == num_paragraphs and word == first_word.strip().lower()
+
+
+CONSTRAINED_OPTIONS = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
+
+
+def constrained_response(reply: str) -> bool:
+    """One of IFEval's set answers appears: "My answer is yes.", "My answer is no." or "My answer is
+    maybe."."""
+    # Anywhere in the reply and matching case, as IFEval checks it: words around the answer are allowed.
+    return any(option in reply for option in CONSTRAINED_OPTIONS)
+
+
 CHECKERS: dict[str, Callable[..., bool]] = {
     "length_constraints:number_words": number_words,
     "length_constraints:number_sentences": number_sentences,
@@ -168,9 +277,22 @@ CHECKERS: dict[str, Callable[..., bool]] = {
     "startend:end_checker": end_checker,
     "startend:quotation": quotation,
     "detectable_content:postscript": postscript,
+    "detectable_format:number_highlighted_sections": highlighted_sections,
+    "combination:repeat_prompt": repeat_prompt,
+    "keywords:letter_frequency": letter_frequency,
+    "language:response_language": response_language,
+    "detectable_content:number_placeholders": number_placeholders,
+    "length_constraints:number_paragraphs": number_paragraphs,
+    "change_case:capital_word_frequency": capital_word_frequency,
+    "combination:two_responses": two_responses,
+    "detectable_format:multiple_sections": multiple_sections,
+    "length_constraints:nth_paragraph_first_word": nth_paragraph_first_word,
+    "detectable_format:constrained_response": constrained_response,
 }
 
-_INTS = {"num_words", "num_sentences", "frequency", "num_bullets"}
+_INTS = {"num_words", "num_sentences", "frequency", "num_bullets", "num_highlights", "num_placeholders",
+         "num_paragraphs", "nth_paragraph", "num_sections", "let_frequency", "capital_frequency"}
+_RELATION_KEYS = {"relation", "let_relation", "capital_relation"}
 _WORD_LISTS = {"keywords", "forbidden_words"}
 
 
@@ -197,8 +319,12 @@ def checker_args(instruction: str, kwargs: dict | None) -> dict:
             value = list(value)
         elif not isinstance(value, str) or not value.strip():
             raise DataError("ifeval kwargs", None, name, f"{value!r} is not a non-empty string")
-        if name == "relation" and value not in RELATIONS:
+        if name in _RELATION_KEYS and value not in RELATIONS:
             raise DataError("ifeval kwargs", None, name, f"{value!r}: IFEval uses 'less than' or 'at least'")
+        if name == "letter" and len(value.strip()) != 1:
+            raise DataError("ifeval kwargs", None, name, f"{value!r} is not a single character")
+        if name == "nth_paragraph" and value < 1:
+            raise DataError("ifeval kwargs", None, name, f"{value}: paragraphs are numbered from 1")
         args[name] = value
     return args
 
@@ -247,7 +373,8 @@ def score_reply(row: dict, reply: str, index: int = 0, *, loose: bool = False) -
 
 
 def fixture_rows() -> list[dict]:
-    """30 prompts written for labkit, every checker at least once, some with two instructions."""
+    """40 prompts written for labkit, every checker (all 25 IFEval ids) at least once, some with two
+    instructions."""
     R = [  # (prompt, [(instruction id, kwargs), ...])
         ("Describe a rainy day in fewer than 40 words.", [("length_constraints:number_words",
                                                           {"relation": "less than", "num_words": 40})]),
@@ -316,6 +443,37 @@ def fixture_rows() -> list[dict]:
          [("keywords:forbidden_words", {"forbidden_words": ["green"]})]),
         ("Describe a robot in JSON format with keys 'name', 'colour' and 'job'.",
          [("detectable_format:json_format", {})]),
+        ("Explain how to brew a pot of tea. Mark at least 2 key parts in italics with single asterisks, "
+         "like *warm the pot*.",
+         [("detectable_format:number_highlighted_sections", {"num_highlights": 2})]),
+        ("Suggest a name for a pet goldfish. Start your reply by copying that first sentence exactly, then "
+         "answer.",
+         [("combination:repeat_prompt", {"prompt_to_repeat": "Suggest a name for a pet goldfish."})]),
+        ("Write a tongue twister of fewer than 30 words in which the letter 'b' appears at least 8 times.",
+         [("keywords:letter_frequency", {"letter": "b", "let_frequency": 8, "let_relation": "at least"}),
+          ("length_constraints:number_words", {"relation": "less than", "num_words": 30})]),
+        ("Wish a colleague a happy birthday. Reply only in German.",
+         [("language:response_language", {"language": "de"})]),
+        ("Write a short template for a club newsletter with at least 3 blanks in square brackets, "
+         "like [club name].",
+         [("detectable_content:number_placeholders", {"num_placeholders": 3})]),
+        ("Give reasons to take the stairs in 3 paragraphs divided by lines of ***, and use at least 2 words "
+         "written in ALL CAPITALS.",
+         [("length_constraints:number_paragraphs", {"num_paragraphs": 3}),
+          ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"})]),
+        ("Give two different names for a new bakery, separated by a line of six asterisks (******).",
+         [("combination:two_responses", {})]),
+        ("Plan a weekend by the lake in 2 parts that start with 'Day 1' and 'Day 2'. Keep all-capital words "
+         "to fewer than 2.",
+         [("detectable_format:multiple_sections", {"section_spliter": "Day", "num_sections": 2}),
+          ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "less than"})]),
+        ("Write 2 paragraphs about autumn, separated by a blank line. The second paragraph must begin with "
+         "the word 'leaves'.",
+         [("length_constraints:nth_paragraph_first_word",
+           {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "leaves"})]),
+        ("Should a cactus be watered every day? Reply with exactly one of 'My answer is yes.', "
+         "'My answer is no.' or 'My answer is maybe.'",
+         [("detectable_format:constrained_response", {})]),
     ]
     return [{"key": 1000 + i, "prompt": p, "instruction_id_list": [iid for iid, _ in ins],
              "kwargs": [kw for _, kw in ins]} for i, (p, ins) in enumerate(R)]

@@ -53,9 +53,12 @@ CASES = [  # (instruction, kwargs, reply, followed): each checker passes once an
      False),
     ("detectable_format:title", {}, "<<Spring Song>>\nbuds open", True),
     ("detectable_format:title", {}, "<< >>\nSpring\nbuds", False),
-    ("change_case:english_lowercase", {}, "all quiet here, 42 times.", True),
+    ("change_case:english_lowercase", {}, "the house was quiet and the children were asleep in bed.", True),
+    # lowercase, but langdetect reads French: IFEval asks for English
+    ("change_case:english_lowercase", {}, "la maison était calme et les enfants dormaient dans leurs lits.",
+     False),
     ("change_case:english_lowercase", {}, "all quiet in Paris.", False),
-    ("change_case:english_capital", {}, "SHOUT 123!", True),
+    ("change_case:english_capital", {}, "THE HOUSE WAS QUIET AND THE CHILDREN WERE ASLEEP!", True),
     ("change_case:english_capital", {}, "SHOUt", False),
     ("punctuation:no_comma", {}, "no commas here", True),
     ("punctuation:no_comma", {}, "yes, one", False),
@@ -69,6 +72,40 @@ CASES = [  # (instruction, kwargs, reply, followed): each checker passes once an
     ("detectable_content:postscript", {"postscript_marker": "P.S."}, "Note.\n**P. S.** see you", True),
     ("detectable_content:postscript", {"postscript_marker": "P.P.S"}, "Note.\nP.P.S extra", True),
     ("detectable_content:postscript", {"postscript_marker": "P.S."}, "Note without one, ps.", False),
+    ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "*one* and **two**", True),
+    # "**" pairs are empty, a bullet's "* " never pairs, a highlight cannot span lines
+    ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "** **\n* item\n*a\nb*", False),
+    ("combination:repeat_prompt", {"prompt_to_repeat": "Name a fish."}, "  name a FISH. Trout.", True),
+    ("combination:repeat_prompt", {"prompt_to_repeat": "Name a fish."}, "Sure! Name a fish. Trout.", False),
+    ("keywords:letter_frequency", {"letter": "B", "let_frequency": 3, "let_relation": "at least"},
+     "Bob's bib", True),                                                           # any case, inside words
+    ("keywords:letter_frequency", {"letter": "b", "let_frequency": 3, "let_relation": "less than"},
+     "Bob's bib", False),
+    ("language:response_language", {"language": "de"},
+     "Alles Gute zum Geburtstag! Ich wünsche dir einen wunderschönen Tag mit deiner Familie.", True),
+    ("language:response_language", {"language": "de"},
+     "Happy birthday! I wish you a wonderful day with your family and friends.", False),
+    ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name], see you on [].", True),
+    ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name], see you on {date}.",
+     False),
+    ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "***\nOne.\n***\nTwo.\n***", True),
+    ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "One.\n***\n\n***\nTwo.", False),
+    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"},
+     "NASA and I went.", True),                                                    # "I" is a capital word
+    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"},
+     "Nasa, X-ray and 42.", False),
+    ("combination:two_responses", {}, "Crumbs\n******\nRise & Shine\n", True),
+    ("combination:two_responses", {}, "Crumbs\n******\n Crumbs \n", False),          # the same one twice
+    ("detectable_format:multiple_sections", {"section_spliter": "Day", "num_sections": 2},
+     "Day 1: swim.\nDay 2: hike.", True),
+    ("detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 2},
+     "SECTION 1\nSwim.\nSection 2\nHike.", False),                               # the mark's case matters
+    ("length_constraints:nth_paragraph_first_word",
+     {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "Leaves"}, 'Autumn.\n\n"Leaves, red."', True),
+    ("length_constraints:nth_paragraph_first_word",
+     {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "leaves"}, "Autumn.\n\nThe leaves fall.", False),
+    ("detectable_format:constrained_response", {}, "Daily is too often. My answer is no.", True),
+    ("detectable_format:constrained_response", {}, "my answer is no", False),
 ]
 
 
@@ -79,7 +116,7 @@ def test_checker(iid, kwargs, reply, followed):
 
 def test_every_checker_has_a_passing_and_a_failing_case():
     assert {(c[0], c[3]) for c in CASES} == {(iid, ok) for iid in ifeval.CHECKERS for ok in (True, False)}
-    assert len(ifeval.CHECKERS) >= 14
+    assert len(ifeval.CHECKERS) == 25  # every IFEval instruction type
 
 
 @pytest.mark.parametrize(("iid", "count_kw", "reply"), [
@@ -92,6 +129,146 @@ def test_relations_at_the_boundary(iid, count_kw, reply):
     for target, less, at_least in ((3, False, True), (4, True, False), (2, False, True)):
         assert ifeval.check(iid, reply, {"relation": "less than", count_kw: target, **extra}) is less
         assert ifeval.check(iid, reply, {"relation": "at least", count_kw: target, **extra}) is at_least
+
+
+@pytest.mark.parametrize(("iid", "keys", "reply"), [
+    ("keywords:letter_frequency", ("let_relation", "let_frequency"), "Quick, quiet Q."),          # 3 q's
+    ("change_case:capital_word_frequency", ("capital_relation", "capital_frequency"), "NASA, the UN and I."),
+])
+def test_letter_and_capital_relations_at_the_boundary(iid, keys, reply):
+    relation, count_kw = keys
+    extra = {"letter": "Q"} if iid == "keywords:letter_frequency" else {}
+    for target, less, at_least in ((3, False, True), (4, True, False), (2, False, True)):
+        assert ifeval.check(iid, reply, {relation: "less than", count_kw: target, **extra}) is less
+        assert ifeval.check(iid, reply, {relation: "at least", count_kw: target, **extra}) is at_least
+
+
+@pytest.mark.parametrize(("reply", "n"), [
+    ("DON'T", 2),             # nltk's word_tokenize splits contractions: DO + N'T
+    ("I'm here", 1),          # I + 'm
+    ("X-RAY vision", 1),      # a hyphenated word is one
+    ("Hello,WORLD", 1),
+    ("AT&T", 2),
+    ("2024: USA!", 1),        # digits and punctuation have no case
+    ("ÉCOLE d'été", 1),
+    ("can't stop", 0),
+])
+def test_capital_words_are_counted_as_nltk_tokens(reply, n):
+    kw = {"capital_relation": "at least", "capital_frequency": n}
+    assert ifeval.check("change_case:capital_word_frequency", reply, kw)
+    assert not ifeval.check("change_case:capital_word_frequency", reply, {**kw, "capital_frequency": n + 1})
+
+
+def test_letter_frequency_counts_any_character():
+    kw = {"letter": "#", "let_frequency": 2, "let_relation": "at least"}
+    assert ifeval.check("keywords:letter_frequency", "#one #two", kw)
+    assert not ifeval.check("keywords:letter_frequency", "#one", kw)
+
+
+@pytest.mark.parametrize(("reply", "n"), [
+    ("*a* and *b*", 2),
+    ("**bold** once", 1),                 # the single-asterisk pass sees only empty "**" pairs
+    ("*a* **b** *c*", 3),
+    ("* bullet\n* bullet", 0),
+    ("* * and ** **", 0),                  # blank highlights
+    ("*spans\ntwo lines*", 0),
+])
+def test_highlights_are_counted_like_ifeval(reply, n):
+    for k in range(1, 5):
+        assert ifeval.check("detectable_format:number_highlighted_sections", reply,
+                            {"num_highlights": k}) is (n >= k), k
+
+
+@pytest.mark.parametrize(("reply", "n"), [
+    ("One paragraph, no divider.", 1),
+    ("A\n***\nB\n***\nC", 3),
+    ("A *** B", 2),                           # a divider mid-line divides too
+    ("\n***\nA\n***\nB\n***\n", 2),          # blank ends are no paragraphs
+    ("A\n\nB", 1),                           # blank lines do not divide here
+    ("A\n***\n***\nB", None),                # a blank paragraph between dividers fails every count
+    ("A\n******\nB", None),                  # six asterisks are two dividers with nothing between
+])
+def test_number_paragraphs_splits_on_the_markdown_divider(reply, n):
+    for k in range(1, 5):
+        assert ifeval.check("length_constraints:number_paragraphs", reply, {"num_paragraphs": k}) is (k == n)
+
+
+NTH = "length_constraints:nth_paragraph_first_word"
+
+
+@pytest.mark.parametrize(("reply", "ok"), [
+    ("Intro.\n\nWeekend plans.", True),
+    ("Intro.\n\n'Weekend' plans.", True),            # a leading quote is dropped
+    ('Intro.\n\n"Weekend," she said.', True),        # the word is cut at . , ? ! ' "
+    ("Intro.\n\nWeekend's plans.", True),
+    ("Intro.\n\nWEEKEND! Plans.", True),
+    ("Intro.\n\n**Weekend** plans.", False),         # markup stays part of the word (loose forgives it)
+    ("Intro.\n\nWeekend: plans.", False),            # ':' is not cut off, as in IFEval
+    ("Intro.\n\nWeekends are short.", False),        # the whole word, not a prefix
+    ("Intro.\n\n\nWeekend plans.", True),            # three newlines: the piece is "\nWeekend plans."
+    ("Intro.\n\n\n\nWeekend plans.", False),         # a blank piece takes paragraph 2's place
+    ("Intro.\nWeekend plans.", False),               # one newline: one paragraph
+    ("Intro.\n\nWeekend plans.\n\nMore.", False),    # three paragraphs, not two
+    ("Intro.\n\nWeekend plans.\n\n", True),          # a blank last piece is not counted
+])
+def test_nth_paragraph_first_word(reply, ok):
+    assert ifeval.check(NTH, reply, {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "weekend"}) is ok
+
+
+def test_nth_paragraph_first_word_edges():
+    kw = {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "weekend"}
+    assert ifeval.check_loose(NTH, "Intro.\n\n**Weekend** plans.", kw)
+    first = {"num_paragraphs": 1, "nth_paragraph": 1, "first_word": "weekend"}
+    assert ifeval.check(NTH, "Weekend fun.", first)
+    assert not ifeval.check(NTH, "\n\nWeekend fun.", first)  # IFEval: the leading blank piece is paragraph 1
+    assert not ifeval.check(NTH, "Weekend fun.", {**first, "nth_paragraph": 2})  # there is no paragraph 2
+
+
+@pytest.mark.parametrize(("reply", "ok"), [
+    ("\n******\nCrumbs\n******\nRise\n******\n", True),  # blank ends are allowed
+    ("A\n******\nB\n******\nC", False),                  # three responses
+    ("A\n******\n \n******\nB", False),                   # a blank one between separators
+    ("A\n***\nB", False),                                # three asterisks do not separate responses
+    ("A\n*******\nB", True),                              # seven: the spare '*' joins the second response
+    ("Only one response.", False),
+])
+def test_two_responses(reply, ok):
+    assert ifeval.check("combination:two_responses", reply) is ok
+
+
+@pytest.mark.parametrize(("reply", "n"), [
+    ("SECTION 1 swim. SECTION 2 hike.", 2),   # marks count anywhere, not only at a line start
+    ("SECTION1\nSECTION\n2", 2),              # no space, or one newline, before the number
+    ("SECTION  1", 0),                        # two spaces are too many
+    ("SECTION X\nSECTION", 0),                # a number is needed
+    ("Section 1\nsection 2", 0),              # the mark's case must match
+    ("SECTION 1\nSECTION 2\nSECTION 3", 3),
+])
+def test_multiple_sections_counts_marks_with_a_number(reply, n):
+    for k in range(1, 5):  # at least `num_sections`, as IFEval checks it
+        kw = {"section_spliter": "SECTION", "num_sections": k}
+        assert ifeval.check("detectable_format:multiple_sections", reply, kw) is (n >= k), k
+
+
+def test_placeholders_constrained_answers_and_repeats():
+    ph = "detectable_content:number_placeholders"
+    assert ifeval.check(ph, "[a] [b]", {"num_placeholders": 2})
+    assert not ifeval.check(ph, "[a\nb] [c]", {"num_placeholders": 2})  # a placeholder stays on one line
+    cr = "detectable_format:constrained_response"
+    assert ifeval.check(cr, "My answer is maybe.") and ifeval.check(cr, "Well. My answer is yes. Truly.")
+    assert not ifeval.check(cr, "My answer is Yes.") and not ifeval.check(cr, "My answer is yes")
+    rp = "combination:repeat_prompt"
+    assert ifeval.check(rp, "Name a fish.", {"prompt_to_repeat": " Name a fish. "})
+    assert not ifeval.check(rp, "Name a fish", {"prompt_to_repeat": "Name a fish."})  # every character
+
+
+def test_response_language_uses_langdetect_deterministically():
+    iid, fr = "language:response_language", {"language": "fr"}
+    text = "Bonjour à tous, je vous souhaite une très bonne journée et un excellent week-end."
+    assert all(ifeval.check(iid, text, fr) for _ in range(3))
+    assert not ifeval.check(iid, text, {"language": "de"})
+    assert ifeval.check(iid, "42 !", fr)  # IFEval: nothing to detect counts as followed
+    assert not ifeval.check(iid, "   ", fr)  # but an empty reply follows nothing
 
 
 @pytest.mark.parametrize(("reply", "ok"), [
@@ -125,6 +302,19 @@ def test_kwargs_none_means_absent_and_bad_kwargs_name_the_field():
         ifeval.check("keywords:existence", "a b", {"keywords": "cat"})  # a string is not a list of words
     with pytest.raises(DataError, match="field 'num_bullets'"):
         ifeval.check("detectable_format:number_bullet_lists", "* a", {"num_bullets": 1.5})
+    letters = {"letter": "a", "let_frequency": 1, "let_relation": "at least"}
+    assert ifeval.check("keywords:letter_frequency", "a", hub_kwargs(**letters))
+    with pytest.raises(DataError, match="field 'let_relation'.*'at most'"):
+        ifeval.check("keywords:letter_frequency", "a", {**letters, "let_relation": "at most"})
+    with pytest.raises(DataError, match="field 'letter'"):
+        ifeval.check("keywords:letter_frequency", "a", {**letters, "letter": "ab"})
+    with pytest.raises(DataError, match="field 'capital_relation'"):
+        ifeval.check("change_case:capital_word_frequency", "A", {"capital_frequency": 1})
+    with pytest.raises(DataError, match="field 'nth_paragraph'"):
+        ifeval.check("length_constraints:nth_paragraph_first_word", "a",
+                     {"num_paragraphs": 1, "nth_paragraph": 0, "first_word": "a"})
+    with pytest.raises(DataError, match="field 'prompt_to_repeat'"):
+        ifeval.check("combination:repeat_prompt", "a", hub_kwargs())
 
 
 def test_loose_forgives_preamble_closing_line_and_asterisks():
@@ -133,7 +323,8 @@ def test_loose_forgives_preamble_closing_line_and_asterisks():
         ("startend:end_checker", {"end_phrase": "Thank you."},
          "Lovely.\nThank you.\nLet me know if you need more."),
         ("startend:quotation", {}, '**"All done."**'),
-        ("change_case:english_lowercase", {}, "Here is my answer:\nall lowercase now"),
+        ("change_case:english_lowercase", {},
+         "Here is my answer:\nthe house was quiet and the children were asleep in their beds"),
     ]
     for iid, kw, reply in cases:
         assert not ifeval.check(iid, reply, kw) and ifeval.check_loose(iid, reply, kw), (iid, reply)
@@ -144,10 +335,10 @@ def test_loose_forgives_preamble_closing_line_and_asterisks():
 
 
 def test_score_reply_items_ids_slices_and_unsupported():
-    row = hub_row(7, ["punctuation:no_comma", "language:response_language", "change_case:english_lowercase"],
+    row = hub_row(7, ["punctuation:no_comma", "custom:not_in_ifeval", "change_case:english_lowercase"],
                   [hub_kwargs(), hub_kwargs(language="fr"), hub_kwargs()])
     scores, unsupported = ifeval.score_reply(row, "all lowercase, with a comma")
-    assert unsupported == ["language:response_language"]
+    assert unsupported == ["custom:not_in_ifeval"]
     assert [(s.metric, s.id, s.score) for s in scores] == [("instruction_accuracy", "7/0", 0.0),
                                                            ("instruction_accuracy", "7/2", 1.0),
                                                            ("prompt_accuracy", "7", 0.0)]
@@ -156,16 +347,16 @@ def test_score_reply_items_ids_slices_and_unsupported():
     loose, _ = ifeval.score_reply(row, "all lowercase, with a comma", loose=True)
     assert [s.metric for s in loose[3:]] == ["instruction_accuracy_loose"] * 2 + ["prompt_accuracy_loose"]
 
-    one = hub_row(8, ["punctuation:no_comma", "language:response_language"], [hub_kwargs(), hub_kwargs()])
+    one = hub_row(8, ["punctuation:no_comma", "custom:not_in_ifeval"], [hub_kwargs(), hub_kwargs()])
     scores, _ = ifeval.score_reply(one, "no comma")
     assert scores[-1].slices == {"n_instructions": "1"} and scores[-1].score == 1.0
-    only_unknown = hub_row(9, ["language:response_language"], [hub_kwargs(language="fr")])
-    assert ifeval.score_reply(only_unknown, "bonjour", loose=True) == ([], ["language:response_language"])
+    only_unknown = hub_row(9, ["custom:not_in_ifeval"], [hub_kwargs(language="fr")])
+    assert ifeval.score_reply(only_unknown, "bonjour", loose=True) == ([], ["custom:not_in_ifeval"])
 
 
 def test_run_counts_unsupported_ids_and_leaves_out_rows_with_none_supported(monkeypatch):
-    rows = [hub_row(1, ["punctuation:no_comma", "detectable_format:constrained_response"], [{}, {}]),
-            hub_row(2, ["detectable_format:constrained_response", "language:response_language"], [{}, {}]),
+    rows = [hub_row(1, ["punctuation:no_comma", "custom:made_up"], [{}, {}]),
+            hub_row(2, ["custom:made_up", "custom:also_made_up"], [{}, {}]),
             hub_row(3, ["change_case:english_capital"], [{}])]
     replies = {"p1": "no commas", "p2": "whatever", "p3": "not capitals"}
     for r in rows:
@@ -173,8 +364,7 @@ def test_run_counts_unsupported_ids_and_leaves_out_rows_with_none_supported(monk
     monkeypatch.setattr(ifeval, "generate", lambda model, tok, prompts, **kw: [
         SimpleNamespace(text=replies[p]) for p in prompts])
     out = ifeval.run(None, None, rows, EvalConfig())
-    assert out.info["unsupported"] == {"detectable_format:constrained_response": 2,
-                                       "language:response_language": 1}
+    assert out.info["unsupported"] == {"custom:made_up": 2, "custom:also_made_up": 1}
     assert out.info["rows_without_checkable_instructions"] == 1 and out.info["rows_scored"] == 2
     strict = {s.id: s.score for s in out.scores if s.metric == "prompt_accuracy"}
     assert strict == {"1": 1.0, "3": 0.0}  # row 2 is not scored at all, neither passed nor failed
@@ -186,7 +376,7 @@ def test_run_counts_unsupported_ids_and_leaves_out_rows_with_none_supported(monk
 def test_fixture_is_deterministic_well_formed_and_committed():
     rows = ifeval.fixture_rows()
     assert rows == ifeval.fixture_rows() == read_fixture("ifeval")
-    assert 25 <= len(rows) <= 40 and len({r["key"] for r in rows}) == len(rows)
+    assert 35 <= len(rows) <= 45 and len({r["key"] for r in rows}) == len(rows)
     ids = [i for r in rows for i in r["instruction_id_list"]]
     assert set(ids) == set(ifeval.CHECKERS)  # every checker used, every id supported
     assert sum(len(r["instruction_id_list"]) >= 2 for r in rows) >= 5
@@ -194,6 +384,26 @@ def test_fixture_is_deterministic_well_formed_and_committed():
     for r in rows:
         scores, unsupported = ifeval.score_reply(r, "a reply")
         assert not unsupported and len(scores) == len(r["instruction_id_list"]) + 1
+
+
+def test_every_instruction_of_the_real_items_has_a_checker():
+    rows = read_real("ifeval")
+    assert len(rows) == 541
+    # every id has a checker, so no row is scored on a subset of its instructions
+    assert {i for r in rows for i in r["instruction_id_list"]} == set(ifeval.CHECKERS)
+    ifeval.validate(rows, "ifeval_real.jsonl")  # every kwargs dict has what its checker needs
+
+
+def test_scoring_every_real_row_raises_nothing():
+    rows = read_real("ifeval")
+    dummies = ["", "ok", "My answer is yes.", "SECTION 1\n*a* [b]\n***\nC\n\nD\n******\nE", "42 !"]
+    for i, row in enumerate(rows):
+        for reply in (*dummies, row["prompt"]):
+            scores, unsupported = ifeval.score_reply(row, reply, i, loose=True)
+            assert not unsupported and len(scores) == 2 * (len(row["instruction_id_list"]) + 1)
+        for j, (iid, kw) in enumerate(zip(row["instruction_id_list"], row["kwargs"])):
+            if iid == "combination:repeat_prompt":  # the real kwargs work: repeating the request passes
+                assert ifeval.check(iid, f"{kw['prompt_to_repeat']}\nHere is my answer.", kw), (i, j)
 
 
 def test_loader_reads_the_hub_in_ifeval_schema(monkeypatch):
@@ -241,7 +451,7 @@ def test_malformed_row_raises_data_error_naming_source_row_and_field(monkeypatch
 
 
 def test_unsupported_ids_are_not_validated(monkeypatch):
-    row = hub_row(1, ["combination:repeat_prompt"], [hub_kwargs(prompt_to_repeat="Say hi")])
+    row = hub_row(1, ["custom:made_up"], [hub_kwargs()])  # IFEval's own ids all have checkers
     monkeypatch.setattr(ifeval, "load_hub", lambda *a, **k: [row])
     assert ifeval.load(EvalConfig(source="hub")) == [row]
 
