@@ -58,6 +58,9 @@ class Config:
             if choices and value not in choices:
                 raise ConfigError(f.name, f"{value!r} is not one of {', '.join(map(repr, choices))}",
                                   config=type(self).__name__)
+            if f.name in BUDGET_FIELDS and value < 0:
+                raise ConfigError(f.name, f"must be ≥ 0 (0 = no ceiling), got {value!r}",
+                                  config=type(self).__name__)
 
     @classmethod
     def from_dict(cls: type[C], values: dict[str, Any]) -> C:
@@ -71,14 +74,25 @@ class Config:
 
     @classmethod
     def from_preset(cls: type[C], name: str, **overrides: Any) -> C:
-        """This config under a named preset (labkit.presets), then the caller's overrides."""
+        """This config under a named preset (labkit.presets), then the caller's overrides.
+
+        The preset's name is remembered (`preset`) for the run's manifest; it is not a field."""
         from labkit.presets import preset_values
 
-        return cls.from_dict({**preset_values(cls.__name__, name), **overrides})
+        cfg = cls.from_dict({**preset_values(cls.__name__, name), **overrides})
+        cfg._preset = name
+        return cfg
+
+    @property
+    def preset(self) -> str:
+        """The preset this config was built from ('' when built field by field)."""
+        return getattr(self, "_preset", "")
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed, validated again (the original is left as it was)."""
-        return dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes)
+        new._preset = self.preset
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict; `from_dict` reads it back."""
@@ -91,6 +105,10 @@ class Config:
                 f"{f.metadata['help']}"
                 for f in dataclasses.fields(cls)]
         return f"{cls.__name__}\n" + "\n".join("  " + r for r in rows)
+
+
+# Ceilings a run stops at cleanly with status budget_exceeded (labkit.runs.tracking); 0 means none.
+BUDGET_FIELDS = ("max_seconds", "max_tokens", "save_every")
 
 
 def _type_name(annotation: Any) -> str:
@@ -163,7 +181,12 @@ class SFTConfig(Config):
     n_eval: int = field(50, "held-out rows scored by generation before and after training")
     eval_max_new_tokens: int = field(32, "tokens generated per held-out reply")
     save_every: int = field(0, "checkpoint every N steps for resuming (0 = no checkpoints)")
-    resume: bool = field(False, "resume from the last checkpoint in output_dir")
+    resume: bool = field(False, "resume from the last checkpoint in output_dir/checkpoints (an error without "
+                         "one; an unfinished run with the same manifest resumes anyway)")
+    max_seconds: float = field(0.0, "stop cleanly (status budget_exceeded, with a checkpoint) after the "
+                               "step that crosses this many wall-clock seconds since train() began (0: none)")
+    max_tokens: int = field(0, "stop cleanly (status budget_exceeded, with a checkpoint) after the step "
+                            "at which the tokens processed (trained on, plus sampled) reach this (0 = none)")
     output_dir: str = field("runs/sft", "where checkpoints, the adapter, logs and result.json go")
     seed: int = field(0, "random seed (data order, LoRA init)")
     device: str = field("auto", "auto | cpu | cuda | mps")
@@ -193,6 +216,11 @@ class RewardConfig(Config):
     n_eval: int = field(80, "held-out pairs scored for accuracy and calibration")
     center_rewards: float = field(0.0, "weight of the (r_c + r_r)² term that keeps rewards near 0 (0 = off)")
     eval_every: int = field(0, "held-out accuracy every N steps (0 = only at the end)")
+    save_every: int = field(0, "checkpoint every N steps for resuming (0 = no checkpoints)")
+    max_seconds: float = field(0.0, "stop cleanly (status budget_exceeded, with a checkpoint) after the "
+                               "step that crosses this many wall-clock seconds since train() began (0: none)")
+    max_tokens: int = field(0, "stop cleanly (status budget_exceeded, with a checkpoint) after the step "
+                            "at which the tokens processed (trained on, plus sampled) reach this (0 = none)")
     dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
                        choices=("auto", "float32", "bfloat16", "float16"))
     output_dir: str = field("runs/reward", "where the adapter, logs and result.json go")
@@ -234,6 +262,11 @@ class PreferenceConfig(Config):
     kl_prompts: int = field(8, "held-out prompts sampled to estimate KL(policy ‖ reference)")
     kl_samples: int = field(2, "samples per prompt for the KL estimate")
     kl_max_new_tokens: int = field(32, "tokens per KL sample")
+    save_every: int = field(0, "checkpoint every N steps for resuming (0 = no checkpoints)")
+    max_seconds: float = field(0.0, "stop cleanly (status budget_exceeded, with a checkpoint) after the "
+                               "step that crosses this many wall-clock seconds since train() began (0: none)")
+    max_tokens: int = field(0, "stop cleanly (status budget_exceeded, with a checkpoint) after the step "
+                            "at which the tokens processed (trained on, plus sampled) reach this (0 = none)")
     dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
                        choices=("auto", "float32", "bfloat16", "float16"))
     output_dir: str = field("runs/preference", "where the adapter, logs and result.json go")
@@ -294,8 +327,12 @@ class RLConfig(Config):
     lora_alpha: int = field(32, "LoRA alpha")
     max_steps: int = field(60, "optimizer steps")
     max_seconds: float = field(0.0,
-                               "stop after the step that crosses this many wall-clock seconds since train() "
-                               "began, model load and evals included (0 = no time budget)")
+                               "stop cleanly (status budget_exceeded) after the step that crosses this many "
+                               "wall-clock seconds since train() began, model load and evals included "
+                               "(0 = no time budget)")
+    max_tokens: int = field(0, "stop cleanly (status budget_exceeded) after the step at which the tokens "
+                            "processed (sampled in rollouts, plus trained on) reach this (0 = no ceiling)")
+    save_every: int = field(0, "GRPO/RLOO: checkpoint every N steps for resuming (0 = no checkpoints)")
     prompts_per_step: int = field(4, "prompts per optimizer step; each gets num_generations completions")
     num_generations: int = field(8, "completions sampled per prompt (the group G)")
     max_completion_length: int = field(48, "new tokens per sampled completion")
@@ -319,9 +356,11 @@ class RLConfig(Config):
     lam: float = field(0.95, "PPO: GAE λ")
     kl_target: float | None = field(None, "PPO: adaptive KL controller target in nats (None = fixed beta)")
     kl_horizon: int = field(100, "PPO: adaptive KL controller horizon in steps")
-    use_vllm: bool = field(False, "GRPO/RLOO: generate rollouts with vLLM (GPU; pip install 'labkit[vllm]')")
-    vllm_mode: str = field("colocate", "colocate (vLLM in the training process) | server",
-                           choices=("colocate", "server"))
+    use_vllm: bool = field(False, "GRPO: generate rollouts with vLLM (on CPU: `make vllm-env` first)")
+    vllm_mode: str = field("engine",
+                           "engine (labkit's vLLM server process, the adapter pushed in each step; CPU or GPU) | "
+                           "colocate / server (TRL's own: vLLM importable here, GPU)",
+                           choices=("engine", "colocate", "server"))
     preflight: bool = field(True, "run the RL pre-flight checks on a probe batch before training")
     probe_prompts: int = field(4, "prompts in the pre-flight probe batch")
     n_eval: int = field(50, "held-out prompts answered greedily before and after training")
@@ -408,6 +447,10 @@ class ReasoningConfig(Config):
     lora_r: int = field(16, "LoRA rank r")
     lora_alpha: int = field(32, "LoRA alpha")
     n_eval: int = field(50, "held-out prompts answered greedily after each round")
+    max_seconds: float = field(0.0, "stop cleanly (status budget_exceeded) after the round that crosses this "
+                               "many wall-clock seconds since train() began (0 = no time budget)")
+    max_tokens: int = field(0, "stop cleanly (status budget_exceeded) after the round at which the tokens "
+                            "processed (sampled, plus trained on) reach this (0 = no ceiling)")
     dtype: str = field("auto", "auto | float32 | bfloat16 | float16",
                        choices=("auto", "float32", "bfloat16", "float16"))
     output_dir: str = field("runs/reasoning", "where each round's samples, adapter and result.json go")

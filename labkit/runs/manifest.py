@@ -48,7 +48,11 @@ FINAL_STATUSES = STATUSES[1:]
 # Fields that say when and where a run was made rather than what it computes: a manifest built again
 # from the same inputs on another day, or on a machine that reports its threads differently, is the
 # same manifest. `machine` is recorded so a surprising result can be explained, not to tell runs apart.
-IDENTITY_EXCLUDES = ("run_id", "created", "machine")
+IDENTITY_EXCLUDES = ("run_id", "created", "machine", "preset")
+# Config fields that say where a run lives or how it was started, not what it computes: the same run in
+# another folder, or continued with `resume=True`, is the same computation. (`preset` above is a label:
+# the config it filled in is what counts.)
+CONFIG_IDENTITY_EXCLUDES = ("output_dir", "resume")
 _CHUNK = 1 << 20
 
 
@@ -155,7 +159,7 @@ class Budget:
 
     max_steps: int = 0
     max_seconds: float = 0.0
-    max_tokens: int = 0   # tokens generated (rollouts, evals): what RL spends most of its time on
+    max_tokens: int = 0   # tokens processed: sampled in rollouts plus fed through training steps
 
     def to_dict(self) -> dict[str, Any]:
         """The ceilings as a plain dict."""
@@ -302,8 +306,10 @@ class Manifest:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def hash(self) -> str:
-        """sha256 of the canonical JSON of every field but IDENTITY_EXCLUDES (when and where)."""
+        """sha256 of the canonical JSON of every field but IDENTITY_EXCLUDES (when and where) and the
+        config's CONFIG_IDENTITY_EXCLUDES (its folder, whether it was resumed)."""
         data = {k: v for k, v in dataclasses.asdict(self).items() if k not in IDENTITY_EXCLUDES}
+        data["config"] = {k: v for k, v in data["config"].items() if k not in CONFIG_IDENTITY_EXCLUDES}
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -320,7 +326,7 @@ def build_manifest(stage: str, config: Any, *, preset: str = "", model: str | No
         model: the base model (default: config["model"]); revision: a hub id's revision.
         data: data files (or folders) the run reads; rewards: reward callables or labkit reward names.
         seeds: named seeds (default: every config field whose name contains "seed").
-        budget: ceilings (default: max_steps and max_seconds from the config, no token ceiling).
+        budget: ceilings (default: max_steps, max_seconds and max_tokens from the config).
         machine, git: pass to skip probing (tests, or a caller that already has them).
         cache: the HashCache (default: one in labkit's cache folder).
     """
@@ -328,7 +334,8 @@ def build_manifest(stage: str, config: Any, *, preset: str = "", model: str | No
     seeds = dict(seeds) if seeds is not None else {k: v for k, v in cfg.items() if "seed" in k}
     if budget is None:
         budget = Budget(max_steps=int(cfg.get("max_steps", 0) or 0),
-                        max_seconds=float(cfg.get("max_seconds", 0) or 0))
+                        max_seconds=float(cfg.get("max_seconds", 0) or 0),
+                        max_tokens=int(cfg.get("max_tokens", 0) or 0))
     model_name = model if model is not None else cfg.get("model")
     now = datetime.now().astimezone()
     return Manifest(
@@ -392,7 +399,11 @@ def plan_start(run_dir: str | os.PathLike, manifest: Manifest, *, force: bool = 
     if not run.manifest_path.exists():
         return StartPlan("new", f"no manifest in {run.path}")
     old = read_manifest(run.manifest_path)
-    status = run.status().get("status")
+    record = run.status()
+    status = record.get("status")
+    if status == "running" and _alive_elsewhere(record):
+        raise ManifestError(f"{run.path} is being run by process {record['pid']} on this machine: wait for "
+                            f"it, or stop it first")
     if old.hash() != manifest.hash():
         if force:
             return StartPlan("rerun", "forced: a different manifest replaces the old run")
@@ -404,6 +415,21 @@ def plan_start(run_dir: str | os.PathLike, manifest: Manifest, *, force: bool = 
             return StartPlan("rerun", "forced: this manifest finished, and runs again")
         return StartPlan("skip", f"this manifest already finished in {run.path} (force=True runs it again)")
     return StartPlan("resume", f"this manifest started before and stopped with status {status!r}")
+
+
+def _alive_elsewhere(record: Mapping[str, Any]) -> bool:
+    """Whether the status names another live process on this host (a run killed with SIGKILL leaves
+    `running` behind with a dead pid: that one may be resumed)."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or record.get("host") != platform.node():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
 
 
 class RunDir:
@@ -472,7 +498,7 @@ class RunDir:
         self._write_status({"status": "running", "error": None, "run_id": manifest.run_id
                             if plan.action != "resume" else previous.get("run_id", manifest.run_id),
                             "manifest_hash": manifest.hash(), "attempt": int(previous.get("attempt", 0)) + 1,
-                            "started": _now(), "finished": None})
+                            "started": _now(), "finished": None, "pid": os.getpid(), "host": platform.node()})
         return plan
 
     def finish(self, status: str, error: BaseException | str | None = None, **extra: Any) -> dict[str, Any]:

@@ -100,3 +100,61 @@ class TrainerCallbackAdapter(TrainerCallback):
                     "last_eval": dict(self._last_eval),
                 }
             )
+
+
+class BudgetCallback(TrainerCallback):
+    """Stops a Trainer cleanly once the run's budget is spent (labkit.runs.tracking.RunTracker.over_budget),
+    after the step that spent it, saving a checkpoint of that step (into the trainer's output_dir) so the
+    run can be resumed from where it stopped."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def on_step_end(self, args, state, control, **kwargs):
+        """Check the ceilings after every optimizer step."""
+        if self.tracker.over_budget(state.global_step, state.max_steps):
+            control.should_training_stop = True
+            control.should_save = True
+
+
+def batch_tokens(inputs) -> int:
+    """Tokens in one training batch, whatever the trainer calls them: the sum of every `*attention_mask`
+    (SFT, reward, DPO/KTO's prompt/chosen/rejected masks), else GRPO/RLOO's prompt and completion masks,
+    else the size of `input_ids` (padding-free batches have no padding to leave out)."""
+    if not isinstance(inputs, dict):
+        return 0
+    masks = [v for k, v in inputs.items() if k.endswith("attention_mask") and hasattr(v, "sum")]
+    if not masks:
+        masks = [inputs[k] for k in ("prompt_mask", "completion_mask") if hasattr(inputs.get(k), "sum")]
+    if masks:
+        return int(sum(int(m.sum()) for m in masks))
+    ids = inputs.get("input_ids")
+    return int(ids.numel()) if hasattr(ids, "numel") else 0
+
+
+def instrument(trainer, tracker, *, budget: bool = True):
+    """Attach a run's tracker to a transformers Trainer (TRL's included), in place; returns the trainer.
+
+    - budget: a BudgetCallback stops training cleanly at a ceiling, with a checkpoint;
+    - tokens trained: each training batch's tokens (`batch_tokens`) are counted as compute_loss sees it;
+    - generation time: TRL's GRPO/RLOO `_generate` is timed as the "generation" phase.
+    """
+    telemetry = tracker.telemetry
+    if budget:
+        trainer.add_callback(BudgetCallback(tracker))
+    compute_loss = trainer.compute_loss
+
+    def counted_loss(model, inputs, *args, **kwargs):
+        if getattr(model, "training", False):
+            telemetry.add_tokens(trained=batch_tokens(inputs))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = counted_loss
+    generate = getattr(trainer, "_generate", None)
+    if callable(generate):
+        def timed_generate(*args, **kwargs):
+            with telemetry.phase("generation"):
+                return generate(*args, **kwargs)
+
+        trainer._generate = timed_generate
+    return trainer

@@ -1,5 +1,6 @@
-"""What every training stage does the same way: find the data, split it, fill TRL's shared trainer args, and
-open the run's callbacks and metrics log."""
+"""What every training stage does the same way: find the data, split it, fill TRL's shared trainer args,
+open the run's callbacks and metrics log, and track the run (manifest first, budgets, final status,
+telemetry, lineage: `track`, built on labkit.runs.tracking)."""
 
 from __future__ import annotations
 
@@ -48,9 +49,12 @@ def warmup_steps(cfg, steps: int | None = None) -> int:
 
 def trainer_args(cfg, info: dict, out: pathlib.Path, *, quiet: bool) -> dict[str, Any]:
     """transformers.TrainingArguments fields every labkit stage sets the same way
-    (TRL configs extend them)."""
+    (TRL configs extend them). `out` is where the trainer writes checkpoints (the run's checkpoints/),
+    every cfg.save_every steps when the config has that field and it is not 0."""
+    save_every = getattr(cfg, "save_every", 0)
     return dict(
-        output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        output_dir=str(out), save_strategy="steps" if save_every else "no", save_steps=save_every or 500,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=warmup_steps(cfg),
         bf16=info["compute_dtype"] == "bfloat16", fp16=info["compute_dtype"] == "float16", logging_steps=1,
@@ -59,6 +63,57 @@ def trainer_args(cfg, info: dict, out: pathlib.Path, *, quiet: bool) -> dict[str
         # A labkit dashboard brings its own progress bar; without one, keep the trainer's.
         disable_tqdm=quiet,
     )
+
+
+def track(stage: str, cfg, *, data=(), rewards=(), force: bool = False, extra: dict[str, Any] | None = None):
+    """Start tracking a stage's run in cfg.output_dir: manifest.json written (once) and status `running`
+    before any model is loaded, the run and its inputs in the lineage store (labkit.runs.tracking).
+
+    Call it after the data was validated (a bad row leaves no run folder behind). `data`: files the run
+    reads; `rewards`: reward functions (or labkit names); `extra`: train() arguments beyond the config that
+    change the computation (recorded in the manifest's config). Returns the RunTracker: `skipped` when this
+    manifest already finished in that folder (unless `force`), `checkpoint` when resuming one that did not.
+    """
+    from labkit.runs.manifest import build_manifest
+    from labkit.runs.tracking import RunTracker
+
+    manifest = build_manifest(stage, {**cfg.to_dict(), **(extra or {})}, preset=cfg.preset,
+                              data=[p for p in data if p is not None], rewards=rewards)
+    return RunTracker.start(pathlib.Path(cfg.output_dir).resolve(), manifest, force=force)
+
+
+def saved_model(cfg, out: pathlib.Path, *, classifier: bool = False):
+    """A loader for a finished run's model: `load() -> (model, tokenizer)` from out/model (full fine-tuning)
+    or cfg.model plus the adapter in out/adapter, on cfg.device in cfg.dtype, in eval mode. `classifier` for
+    the reward model (a one-output sequence classifier). QLoRA adapters load on an unquantized base."""
+
+    def load():
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+        from labkit.models.device import resolve_device, resolve_dtype
+        from labkit.models.loading import resolve_model_path
+        from labkit.quiet import quiet_progress
+
+        full, adapter = out / "model", out / "adapter"
+        tok = AutoTokenizer.from_pretrained(str(full if full.is_dir() else adapter))  # saved with the weights
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        dev = resolve_device(cfg.device)
+        dtype = resolve_dtype(cfg.dtype, dev) if not full.is_dir() else torch.float32
+        auto, kwargs = ((AutoModelForSequenceClassification, {"num_labels": 1}) if classifier
+                        else (AutoModelForCausalLM, {}))
+        with quiet_progress():
+            model = auto.from_pretrained(str(full) if full.is_dir() else resolve_model_path(cfg.model),
+                                         dtype=dtype, **kwargs)
+            if classifier:
+                model.config.pad_token_id = tok.pad_token_id
+            if not full.is_dir():
+                model = PeftModel.from_pretrained(model, str(adapter))
+        return model.to(dev).eval(), tok
+
+    return load
 
 
 def run_callbacks(out: pathlib.Path, callbacks, *evals,

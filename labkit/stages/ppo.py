@@ -41,7 +41,6 @@ import dataclasses
 import math
 import pathlib
 import random
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -53,21 +52,23 @@ from labkit.losses.kl import kl_k1, kl_k3
 from labkit.metrics.periodic import Stopwatch
 from labkit.runs.callbacks import RunHandles
 from labkit.runs.result import RunResult
-from labkit.stages.common import shows_progress, warmup_steps
+from labkit.stages.common import data_path, saved_model, shows_progress, track, warmup_steps
 from labkit.stages.rl_common import build_rewards, finish_run, load_prompt_rows, start_run
 
 Tensor = torch.Tensor
 
 
-def train(cfg: RLConfig, callbacks=()) -> RunResult:
+def train(cfg: RLConfig, callbacks=(), *, force: bool = False) -> RunResult:
     """PPO with a value head on a LoRA policy; the reference is the policy with its adapter off.
 
     Args:
         cfg: an RLConfig; PPO reads ppo_epochs, vf_coef, gamma, lam, beta and (for an adaptive KL penalty)
             kl_target / kl_horizon beside the fields every RL stage uses.
         callbacks: labkit callbacks (a LiveDashboard(RL_PANELS)…) that receive every step and eval.
+        force: run again even when this manifest already finished in cfg.output_dir (else a no-op).
     Returns:
         a RunResult like labkit.stages.grpo.train's, plus the final `kl_coef` and the value head's path.
+        PPO keeps no optimizer checkpoints: a run resumed after a failure starts over.
     Raises:
         PreflightError before the first step when the run cannot learn; ConfigError for bad settings.
 
@@ -84,7 +85,6 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     from labkit.models.logprobs import token_logprobs
 
     # 1. setup ------------------------------------------------------------------------------------
-    deadline = time.perf_counter() + cfg.max_seconds if cfg.max_seconds else None
     set_seed(cfg.seed)
     out = pathlib.Path(cfg.output_dir).resolve()
     kl_ctl = KLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)  # checks kl_target / kl_horizon
@@ -94,125 +94,131 @@ def train(cfg: RLConfig, callbacks=()) -> RunResult:
     train_rows, eval_rows = load_prompt_rows(cfg, tok)
     funcs = build_rewards(cfg)
 
-    # 3. model: LoRA policy + value head on the same trunk -----------------------------------------
-    model, tok, info = adapters.load_for_training(
-        cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
-        device=cfg.device, seed=cfg.seed)
-    device = torch.device(info["device"])
-    net = PolicyWithValue(model, model.config.hidden_size).to(device)
-    # Dropout off in every forward (eval mode still has gradients): with dropout the ratio π/π_old would not
-    # be 1 on the first pass over a batch, and clipping would act on noise.
-    net.eval()
-    # bf16 autocast where the compute dtype is bf16 (what the TRL stages get from bf16=True); else a no-op.
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) \
-        if info["compute_dtype"] == "bfloat16" else contextlib.nullcontext
+    # the run: manifest.json before any model is loaded; a finished identical run is not run again ----------
+    run = track("ppo", cfg, data=[data_path(cfg.data)], rewards=funcs, force=force)
+    if run.skipped:
+        return run.stored_result(saved_model(cfg, out))
+    with run:  # an exception marks the run failed (Ctrl-C: interrupted), with the error, and is re-raised
+        # 3. model: LoRA policy + value head on the same trunk -----------------------------------------
+        model, tok, info = adapters.load_for_training(
+            cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
+            device=cfg.device, seed=cfg.seed)
+        device = torch.device(info["device"])
+        net = PolicyWithValue(model, model.config.hidden_size).to(device)
+        # Dropout off in every forward (eval mode still has gradients): with dropout the ratio π/π_old would
+        # not be 1 on the first pass over a batch, and clipping would act on noise.
+        net.eval()
+        # bf16 autocast where the compute dtype is bf16 (what the TRL stages get from bf16=True); else no-op.
+        autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) \
+            if info["compute_dtype"] == "bfloat16" else contextlib.nullcontext
 
-    # 4-5. pre-flight (a probe batch sampled and scored before any step) and the baseline eval ---------
-    run = start_run("ppo", cfg, model, tok, info, train_rows, eval_rows, funcs, out, callbacks,
-                    model_note=" + value head")
-    cbs, rollouts = run.callbacks, run.rollouts
+        # 4-5. pre-flight (a probe batch sampled and scored before any step) and the baseline eval ---------
+        rl = start_run("ppo", cfg, model, tok, info, train_rows, eval_rows, funcs, out, callbacks,
+                       model_note=" + value head", tracker=run)
+        cbs, rollouts, telemetry = rl.callbacks, rl.rollouts, run.telemetry
 
-    # 6. loop -------------------------------------------------------------------------------------
-    trainable = [p for p in net.parameters() if p.requires_grad]  # LoRA A/B and the value head
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
-    updates = cfg.max_steps * cfg.ppo_epochs  # one optimizer step per PPO epoch (the batch is one minibatch)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup_steps(cfg, updates),
-                              num_training_steps=updates)
-    batches = prompt_batches(train_rows, cfg.prompts_per_step, cfg.seed)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        # 6. loop -------------------------------------------------------------------------------------
+        trainable = [p for p in net.parameters() if p.requires_grad]  # LoRA A/B and the value head
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
+        updates = cfg.max_steps * cfg.ppo_epochs  # one optimizer step per PPO epoch (one minibatch)
+        scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup_steps(cfg, updates),
+                                  num_training_steps=updates)
+        batches = prompt_batches(train_rows, cfg.prompts_per_step, cfg.seed)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
-    cbs.on_start({"max_steps": cfg.max_steps, "algorithm": "ppo", "output_dir": str(out),
-                  "train_batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
-                  "handles": RunHandles(model, tok, cbs)})
-    last_step: dict[str, float] = {}
-    losses: list[float] = []
-    clock = Stopwatch()
-    if run.heldout:
-        run.heldout.clock = clock
-    step = 0
-    for step in range(1, cfg.max_steps + 1):
-        # 6a. rollouts: G sampled completions per prompt, scored by the reward functions ----------------
-        rows = next(batches)
-        with autocast():
-            roll = sample_rollouts(model, tok, rows, funcs, cfg)
-        batch = pack(roll.prompt_ids, roll.completion_ids, pad_id, device)
-        mask = batch.mask                                                    # [B, C] completion tokens
-        scores = torch.tensor(roll.scores, device=device)                    # [B]
+        cbs.on_start({"max_steps": cfg.max_steps, "algorithm": "ppo", "output_dir": str(out),
+                      "train_batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+                      "handles": RunHandles(model, tok, cbs)})
+        last_step: dict[str, float] = {}
+        losses: list[float] = []
+        clock = Stopwatch()
+        if rl.heldout:
+            rl.heldout.clock = clock
+        step = 0
+        for step in range(1, cfg.max_steps + 1):
+            # 6a. rollouts: G sampled completions per prompt, scored by the reward functions ----------------
+            rows = next(batches)
+            with autocast(), telemetry.phase("generation"):
+                roll = sample_rollouts(model, tok, rows, funcs, cfg)
+            batch = pack(roll.prompt_ids, roll.completion_ids, pad_id, device)
+            mask = batch.mask                                                    # [B, C] completion tokens
+            scores = torch.tensor(roll.scores, device=device)                    # [B]
 
-        # 6b. one no-grad pass each: the policy (π_old log-probs, values, entropy) and the reference ------
-        with torch.no_grad(), autocast():
-            logits, old_values = net(batch, cfg.temperature)                 # [B, C, V], [B, C]
-            old_logp = token_logprobs(logits, batch.labels)                  # [B, C]
-            entropy = token_entropy(logits)                                  # [B, C]
-            del logits
-            with net.reference() as ref:
-                # [B, C]
-                ref_logp = token_logprobs(completion_logits(ref, batch, cfg.temperature)[0], batch.labels)
+            # 6b. one no-grad pass each: the policy (π_old log-probs, values, entropy) and the reference --
+            with torch.no_grad(), autocast():
+                logits, old_values = net(batch, cfg.temperature)                 # [B, C, V], [B, C]
+                old_logp = token_logprobs(logits, batch.labels)                  # [B, C]
+                entropy = token_entropy(logits)                                  # [B, C]
+                del logits
+                with net.reference() as ref:
+                    # [B, C]
+                    ref_logp = token_logprobs(completion_logits(ref, batch, cfg.temperature)[0], batch.labels)
 
-        # 6c. per-token rewards (KL penalty + score on the last token), GAE, whitened advantages ----------
-        kl_coef = kl_ctl.value
-        rewards, kl = shape_rewards(scores, old_logp, ref_logp, mask, kl_coef)  # [B, C] x 2
-        advantages, returns = gae(rewards, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)  # [B, C] x 2
-        advantages = whiten(advantages, mask)                                # [B, C]
+            # 6c. per-token rewards (KL penalty + score on the last token), GAE, whitened advantages ------
+            kl_coef = kl_ctl.value
+            rewards, kl = shape_rewards(scores, old_logp, ref_logp, mask, kl_coef)  # [B, C] x 2
+            advantages, returns = gae(rewards, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)  # [B, C] x 2
+            advantages = whiten(advantages, mask)                                # [B, C]
 
-        # 6d. PPO epochs: the whole batch as one minibatch, one optimizer step per epoch ------------------
-        epoch_stats = ppo_epochs(net, batch, old_logp, old_values, advantages, returns, optimizer, scheduler,
-                                 cfg, autocast)
+            # 6d. PPO epochs: the whole batch as one minibatch, one optimizer step per epoch --------------
+            epoch_stats = ppo_epochs(net, batch, old_logp, old_values, advantages, returns, optimizer,
+                                     scheduler, cfg, autocast)
+            telemetry.add_tokens(trained=int(batch.attention_mask.sum()) * cfg.ppo_epochs)
 
-        # 6e. the KL controller and the logs -------------------------------------------------------
-        kl_per_completion = float(kl.sum(-1).mean())                       # k1, nats per completion
-        kl_ctl.update(kl_per_completion, 1)
-        # What the dashboard shows: k3, which is never negative (k1's batch mean can be; it is logged too).
-        kl_shown = torch.where(mask.bool(), kl_k3(old_logp, ref_logp), 0.0)   # [B, C]
-        # The rollout log's one number per completion: its whitened advantages averaged over its tokens.
-        seq_adv = masked_mean(advantages, mask, dim=-1)                      # [B]
-        rollouts.record(step, roll.prompts, roll.completions, roll.per_fn,
-                        tokens=[len(c) for c in roll.completion_ids],
-                        truncated=[not f for f in roll.finished], advantages=seq_adv.tolist())
-        # Averages over the PPO epochs (the first epoch's clip fraction and approx KL are 0: ratio = 1 there).
-        metrics = {k: sum(s[k] for s in epoch_stats) / len(epoch_stats) for k in epoch_stats[0]}
-        metrics.update(reward_stats(roll.scores, roll.per_fn, cfg.num_generations))
-        metrics.update({
-            "kl": float(masked_mean(kl_shown, mask)), "kl_per_completion": float(kl_shown.sum(-1).mean()),
-            "kl_k1_per_completion": kl_per_completion, "kl_coef": kl_coef,
-            "entropy": float(masked_mean(entropy, mask)),
-            "completions/mean_length": float(mask.sum(-1).float().mean()),
-            "completions/clipped_ratio": sum(not f for f in roll.finished) / len(roll.finished),
-            "learning_rate": scheduler.get_last_lr()[0]})
-        losses.append(metrics["loss"])
-        last_step = metrics
-        cbs.on_step(step, metrics)
-        if not shows_progress(cbs):  # no dashboard attached: a line per step
-            print(f"step {step}/{cfg.max_steps}: reward {metrics['reward']:.3f}, kl {metrics['kl']:.4f}, "
-                  f"loss {metrics['loss']:.4f}, value loss {metrics['value_loss']:.4f}, "
-                  f"{clock.training:.0f}s", flush=True)
+            # 6e. the KL controller and the logs -------------------------------------------------------
+            kl_per_completion = float(kl.sum(-1).mean())                       # k1, nats per completion
+            kl_ctl.update(kl_per_completion, 1)
+            # What the dashboard shows: k3, never negative (k1's batch mean can be; it is logged too).
+            kl_shown = torch.where(mask.bool(), kl_k3(old_logp, ref_logp), 0.0)   # [B, C]
+            # The rollout log's one number per completion: its whitened advantages averaged over its tokens.
+            seq_adv = masked_mean(advantages, mask, dim=-1)                      # [B]
+            rollouts.record(step, roll.prompts, roll.completions, roll.per_fn,
+                            tokens=[len(c) for c in roll.completion_ids],
+                            truncated=[not f for f in roll.finished], advantages=seq_adv.tolist())
+            # Averages over the PPO epochs (the first epoch's clip fraction and approx KL are 0: ratio = 1).
+            metrics = {k: sum(s[k] for s in epoch_stats) / len(epoch_stats) for k in epoch_stats[0]}
+            metrics.update(reward_stats(roll.scores, roll.per_fn, cfg.num_generations))
+            metrics.update({
+                "kl": float(masked_mean(kl_shown, mask)), "kl_per_completion": float(kl_shown.sum(-1).mean()),
+                "kl_k1_per_completion": kl_per_completion, "kl_coef": kl_coef,
+                "entropy": float(masked_mean(entropy, mask)),
+                "completions/mean_length": float(mask.sum(-1).float().mean()),
+                "completions/clipped_ratio": sum(not f for f in roll.finished) / len(roll.finished),
+                "learning_rate": scheduler.get_last_lr()[0]})
+            losses.append(metrics["loss"])
+            last_step = metrics
+            cbs.on_step(step, metrics)
+            if not shows_progress(cbs):  # no dashboard attached: a line per step
+                print(f"step {step}/{cfg.max_steps}: reward {metrics['reward']:.3f}, kl {metrics['kl']:.4f}, "
+                      f"loss {metrics['loss']:.4f}, value loss {metrics['value_loss']:.4f}, "
+                      f"{clock.training:.0f}s", flush=True)
 
-        # 6f. the wall-clock budget (the held-out eval, a callback, ran in on_step when it was due) -------
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
+            # 6f. the run's budget (the held-out eval, a callback, ran in on_step when it was due) -----------
+            if run.over_budget(step, cfg.max_steps):
+                break
+        telemetry.add_seconds("loop", clock.wall)
 
-    # 7. eval: the held-out eval's last point (a no-op when it measured this step already) --------------
-    last_eval = run.heldout.run(step) or run.heldout.latest[1] if run.heldout else {}
-    train_loss = sum(losses) / len(losses)
-    cbs.on_end({"global_step": step, "train_loss": train_loss, "train_runtime": clock.training,
-                "kl_coef": kl_ctl.value, "last_step": dict(last_step),
-                "last_eval": {f"heldout/{k}": v for k, v in last_eval.items()}})
+        # 7. eval: the held-out eval's last point (a no-op when it measured this step already) --------------
+        last_eval = rl.heldout.run(step) or rl.heldout.latest[1] if rl.heldout else {}
+        train_loss = sum(losses) / len(losses)
+        cbs.on_end({"global_step": step, "train_loss": train_loss, "train_runtime": clock.training,
+                    "kl_coef": kl_ctl.value, "last_step": dict(last_step),
+                    "last_eval": {f"heldout/{k}": v for k, v in last_eval.items()}})
 
-    # 8. save ---------------------------------------------------------------------------------------
-    save_dir = out / "adapter"
-    model.save_pretrained(str(save_dir))
-    tok.save_pretrained(str(save_dir))
-    value_path = out / "value_head.pt"
-    torch.save(net.value_head.state_dict(), value_path)
-    metrics, samples = finish_run(run, "ppo", cfg, info, steps=step, train_loss=train_loss,
-                                  prompts=len(train_rows), clock=clock, loss_type="ppo", kl_coef=kl_ctl.value,
-                                  value_head=str(value_path))
-    if metrics["after"]:
-        metrics["after"]["kl"] = last_step.get("kl_per_completion")  # nats per completion, as GRPO reports it
-    result = RunResult("ppo", out, metrics, cfg.to_dict(), log_path=run.log_path, adapter_dir=save_dir,
-                       model=model, tokenizer=tok, samples=samples)
-    result.save()
-    return result
+        # 8. save ---------------------------------------------------------------------------------------
+        save_dir = out / "adapter"
+        model.save_pretrained(str(save_dir))
+        tok.save_pretrained(str(save_dir))
+        value_path = out / "value_head.pt"
+        torch.save(net.value_head.state_dict(), value_path)
+        metrics, samples = finish_run(rl, "ppo", cfg, info, steps=step, train_loss=train_loss,
+                                      prompts=len(train_rows), clock=clock, loss_type="ppo",
+                                      kl_coef=kl_ctl.value, value_head=str(value_path))
+        if metrics["after"]:
+            metrics["after"]["kl"] = last_step.get("kl_per_completion")  # nats per completion, as GRPO's
+        result = RunResult("ppo", out, metrics, cfg.to_dict(), log_path=rl.log_path, adapter_dir=save_dir,
+                           model=model, tokenizer=tok, samples=samples)
+        return run.complete(result, outputs={"adapter": save_dir})
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,17 @@ from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import held_out, load_pairs, run_callbacks, shows_progress, timed, trainer_args
+from labkit.stages.common import (
+    data_path,
+    held_out,
+    load_pairs,
+    run_callbacks,
+    saved_model,
+    shows_progress,
+    timed,
+    track,
+    trainer_args,
+)
 
 # Which TRL trainer and loss each method runs on, and what it optimises (shown in notebooks and reports).
 METHODS: dict[str, dict[str, str]] = {
@@ -44,17 +54,19 @@ METHODS: dict[str, dict[str, str]] = {
 }
 
 
-def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
+def train(cfg: PreferenceConfig, callbacks=(), *, force: bool = False) -> RunResult:
     """Train a LoRA adapter with the preference method cfg.method on preference pairs.
 
     Args:
         cfg: a PreferenceConfig (`PreferenceConfig.from_preset("cpu", method="ipo")`); cfg.method is one of
             METHODS (dpo, ipo, hinge, robust, simpo, orpo, kto).
         callbacks: labkit callbacks (a LiveDashboard, an InTrainingEval…) that receive every step and eval.
+        force: run again even when this manifest already finished in cfg.output_dir (else a no-op).
     Returns:
         a RunResult whose metrics hold `before` and `after` (held-out preference accuracy, implicit-reward
-        accuracy and KL to the reference: k3, never negative), train loss and steps; `samples` holds each
-        held-out pair's margin before and after; the adapter is saved under cfg.output_dir/adapter.
+        accuracy and KL to the reference: k3, never negative), train loss, steps and `telemetry`; `samples`
+        holds each held-out pair's margin before and after; the adapter is saved under
+        cfg.output_dir/adapter.
     Raises:
         DataError / ConfigError naming the file, row and field, before any model is loaded.
 
@@ -68,6 +80,7 @@ def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
     from labkit.metrics.preference import implicit_reward_accuracy, pair_logps, preference_accuracy
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
+    from labkit.runs.trainer_adapter import instrument
 
     # 1. setup ------------------------------------------------------------------------------------
     set_seed(cfg.seed)
@@ -78,58 +91,67 @@ def train(cfg: PreferenceConfig, callbacks=()) -> RunResult:
     train_rows, eval_rows = load_pairs(cfg, tok, "PreferenceConfig")
     kl_prompts = [r["prompt"] for r in eval_rows[: cfg.kl_prompts]]
 
-    # 3. model ------------------------------------------------------------------------------------
-    model, tok, info = adapters.load_for_training(
-        cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
-        device=cfg.device, max_length=cfg.max_length, seed=cfg.seed)
-    print(f"{cfg.method.upper()} via {METHODS[cfg.method]['trainer']} on {len(train_rows)} pairs; "
-          f"LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable; reference = the base with the "
-          f"adapter off", flush=True)
+    # the run: manifest.json before any model is loaded; a finished identical run is not run again ----------
+    run = track("preference", cfg, data=[data_path(cfg.data)], force=force)
+    if run.skipped:
+        return run.stored_result(saved_model(cfg, out))
+    with run:  # an exception marks the run failed (Ctrl-C: interrupted), with the error, and is re-raised
+        # 3. model ------------------------------------------------------------------------------------
+        model, tok, info = adapters.load_for_training(
+            cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
+            device=cfg.device, max_length=cfg.max_length, seed=cfg.seed)
+        print(f"{cfg.method.upper()} via {METHODS[cfg.method]['trainer']} on {len(train_rows)} pairs; "
+              f"LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable; reference = the base with the "
+              f"adapter off", flush=True)
 
-    # 4. baseline eval: at step 0 the policy *is* the reference ------------------------------------
-    model.eval()
-    reference = pair_logps(model, tok, eval_rows) if eval_rows else []
-    before = {**_accuracy_metrics(preference_accuracy(reference)), "kl": 0.0} if eval_rows else {}
+        # 4. baseline eval: at step 0 the policy *is* the reference ------------------------------------
+        model.eval()
+        reference = pair_logps(model, tok, eval_rows) if eval_rows else []
+        before = {**_accuracy_metrics(preference_accuracy(reference)), "kl": 0.0} if eval_rows else {}
 
-    def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
-        """Held-out accuracy (vs the reference's scores) and sampled KL of the model as it is now."""
-        scores = pair_logps(model, tok, eval_rows)
-        metrics = _accuracy_metrics(preference_accuracy(scores))
-        metrics["implicit_reward_accuracy"] = implicit_reward_accuracy(scores, reference)
-        if kl_prompts:
-            metrics.update(_kl(sampled_kl(model, tok, kl_prompts, n_samples=cfg.kl_samples,
-                                          max_new_tokens=cfg.kl_max_new_tokens, seed=cfg.seed + step)))
-        return metrics, scores
+        def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
+            """Held-out accuracy (vs the reference's scores) and sampled KL of the model as it is now."""
+            scores = pair_logps(model, tok, eval_rows)
+            metrics = _accuracy_metrics(preference_accuracy(scores))
+            metrics["implicit_reward_accuracy"] = implicit_reward_accuracy(scores, reference)
+            if kl_prompts:
+                metrics.update(_kl(sampled_kl(model, tok, kl_prompts, n_samples=cfg.kl_samples,
+                                              max_new_tokens=cfg.kl_max_new_tokens, seed=cfg.seed + step)))
+            return metrics, scores
 
-    # 5. trainer ------------------------------------------------------------------------------------
-    heldout = held_out(measure, cfg, before, model, tok, eval_rows)
-    cbs, log_path = run_callbacks(out, callbacks, heldout)
-    trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out)
-    output, train_seconds = timed(trainer.train)
+        # 5. trainer ------------------------------------------------------------------------------------
+        heldout = held_out(measure, cfg, before, model, tok, eval_rows)
+        cbs, log_path = run_callbacks(out, callbacks, heldout, append=run.resuming)
+        trainer = instrument(build_trainer(cfg, model, tok, info, train_rows, cbs, run.dir.checkpoints_dir),
+                             run)
+        with run.telemetry.phase("loop"):
+            output, train_seconds = timed(lambda: trainer.train(resume_from_checkpoint=run.resume_from))
+        if heldout:
+            run.telemetry.add_seconds("eval", heldout.seconds)
 
-    # 6. eval: the held-out eval measured the last step when training ended --------------------------
-    model.eval()
-    after, per_pair = {}, []
-    if heldout:
-        _, after, scores = heldout.latest
-        per_pair = [{"prompt": r["prompt"][-1]["content"], "kind": s["kind"],
-                     "margin_before": ref["chosen"] - ref["rejected"],
-                     "margin_after": s["chosen"] - s["rejected"]}
-                    for r, s, ref in zip(eval_rows, scores, reference)]
+        # 6. eval: the held-out eval measured the last step when training ended --------------------------
+        model.eval()
+        after, per_pair = {}, []
+        if heldout:
+            _, after, scores = heldout.latest
+            per_pair = [{"prompt": r["prompt"][-1]["content"], "kind": s["kind"],
+                         "margin_before": ref["chosen"] - ref["rejected"],
+                         "margin_after": s["chosen"] - s["rejected"]}
+                        for r, s, ref in zip(eval_rows, scores, reference)]
+            run.telemetry.add_scores("margin", [p["margin_after"] for p in per_pair])
 
-    # 7. save ---------------------------------------------------------------------------------------
-    save_dir = out / "adapter"
-    # TRL adds a frozen copy of the starting adapter ("ref") as the reference: save only the trained one.
-    model.save_pretrained(str(save_dir), selected_adapters=["default"])
-    tok.save_pretrained(str(save_dir))
-    metrics = {"method": cfg.method, "beta": cfg.method_beta, "before": before, "after": after,
-               "train_loss": output.training_loss, "steps": output.global_step,
-               "train_seconds": train_seconds,
-               "pairs": len(train_rows), **info}
-    result = RunResult("preference", out, metrics, cfg.to_dict(), log_path=log_path, adapter_dir=save_dir,
-                       model=model, tokenizer=tok, samples=per_pair)
-    result.save()
-    return result
+        # 7. save ---------------------------------------------------------------------------------------
+        save_dir = out / "adapter"
+        # TRL adds a frozen copy of the starting adapter ("ref") as the reference: save only the trained one.
+        model.save_pretrained(str(save_dir), selected_adapters=["default"])
+        tok.save_pretrained(str(save_dir))
+        metrics = {"method": cfg.method, "beta": cfg.method_beta, "before": before, "after": after,
+                   "train_loss": output.training_loss, "steps": output.global_step,
+                   "train_seconds": train_seconds,
+                   "pairs": len(train_rows), **info}
+        result = RunResult("preference", out, metrics, cfg.to_dict(), log_path=log_path, adapter_dir=save_dir,
+                           model=model, tokenizer=tok, samples=per_pair)
+        return run.complete(result, outputs={"adapter": save_dir})
 
 
 def _accuracy_metrics(acc: dict) -> dict[str, float]:
@@ -156,7 +178,7 @@ def precompute_pays(cfg: PreferenceConfig, n_train: int) -> bool:
 def trainer_config(cfg: PreferenceConfig, info: dict, out: pathlib.Path, *, quiet: bool, n_train: int):
     """The TRL config object for cfg.method, with labkit's shared settings."""
     precompute = precompute_pays(cfg, n_train)
-    common: dict[str, Any] = {**trainer_args(cfg, info, out, quiet=quiet), "save_strategy": "no",
+    common: dict[str, Any] = {**trainer_args(cfg, info, out, quiet=quiet),
                               "beta": cfg.method_beta, "max_length": cfg.max_length}
     if cfg.method in ("dpo", "ipo", "hinge", "robust"):
         from trl import DPOConfig

@@ -49,7 +49,7 @@ WARM_STARTS = ("", "cot")
 
 def train(cfg: ReasoningConfig, callbacks=(), *, reward: Callable[..., list] | None = None,
           system_prompt: str = "", warm_start: str = "", keep_unfinished: bool = False,
-          batch_size: int = 32) -> RunResult:
+          batch_size: int = 32, force: bool = False) -> RunResult:
     """Run cfg.rounds rounds of sample → verify → SFT on one LoRA model.
 
     Returns a RunResult whose metrics hold held-out accuracy `before` / `after`, one record per round
@@ -62,7 +62,9 @@ def train(cfg: ReasoningConfig, callbacks=(), *, reward: Callable[..., list] | N
     sample is verified when it scores at least 1.0; held-out accuracy is always correctness);
     `system_prompt` is put before every prompt, sampled and held out alike; `warm_start="cot"` fine-tunes
     on worked solutions before round 1; `keep_unfinished` also trains on verified replies cut off at
-    max_new_tokens; `batch_size` is the generation batch.
+    max_new_tokens; `batch_size` is the generation batch; `force` runs again a manifest that already
+    finished in cfg.output_dir (else a no-op returning the stored result). cfg.max_seconds and
+    cfg.max_tokens are checked after each round; a resumed run starts over.
     """
     from transformers import set_seed
 
@@ -71,7 +73,7 @@ def train(cfg: ReasoningConfig, callbacks=(), *, reward: Callable[..., list] | N
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
     from labkit.reasoning.cot import build_cot_rows
-    from labkit.stages.common import data_path, split_rows
+    from labkit.stages.common import data_path, saved_model, split_rows, track
 
     # 1. setup ------------------------------------------------------------------------------------
     _check(cfg, warm_start)
@@ -87,98 +89,119 @@ def train(cfg: ReasoningConfig, callbacks=(), *, reward: Callable[..., list] | N
     warm_rows = build_cot_rows(train_rows, source=str(path)) if warm_start == "cot" else []
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
 
-    # 3. model: one LoRA adapter, trained a little more each round ---------------------------------
-    model, tok, info = adapters.load_for_training(
-        cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
-        device=cfg.device, seed=cfg.seed)
-    print(f"rejection sampling: {cfg.rounds} rounds × {cfg.prompts_per_round} prompts × k={cfg.k}, "
-          f"{cfg.sft_steps} LoRA SFT steps a round; {info['trainable_params']:,} of {info['total_params']:,} "
-          f"parameters trainable; compute dtype {info['compute_dtype']}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "metrics.jsonl"
-    logger = JsonlLogger(log_path)
-    user_cbs = Callbacks(callbacks)
-    cbs = Callbacks([logger, *user_cbs])
-    cbs.on_start({"global_step": 0, "max_steps": (cfg.rounds + bool(warm_rows)) * cfg.sft_steps,
-                  "rounds": cfg.rounds, "output_dir": str(out)})
-    start = time.perf_counter()
-
-    def report(r: int, record: dict) -> None:
-        logger.on_eval(r, record)  # the whole record, notes included; callbacks get its numbers
-        user_cbs.on_eval(r, scalar_metrics({k: v for k, v in record.items() if isinstance(v, (int, float))},
-                                           strict=False))
-
-    # 4. round 0: greedy held-out accuracy before any training --------------------------------------
-    t0 = time.perf_counter()
-    before = heldout_eval(model, tok, eval_rows, max_new_tokens=cfg.max_new_tokens, system=system,
-                          batch_size=batch_size)
-    report(0, {"round": 0, "heldout_accuracy": before["accuracy"], "seconds": time.perf_counter() - t0})
-    step = 0
-    warm = None
-    if warm_rows:
-        t0 = time.perf_counter()
-        warm_rows = [{**r, "messages": [*system, *r["messages"]]} for r in warm_rows]
-        loss, steps = sft_round(cfg, model, tok, info, warm_rows, cbs, out, round_=0, step_offset=step)
-        step += steps
-        warm_eval = heldout_eval(model, tok, eval_rows, max_new_tokens=cfg.max_new_tokens, system=system,
-                                 batch_size=batch_size)
-        warm = {"rows": len(warm_rows), "sft_steps": steps, "train_loss": loss,
-                "heldout_accuracy": warm_eval["accuracy"], "seconds": time.perf_counter() - t0}
-        print(f"warm start on {len(warm_rows)} CoT rows: held-out accuracy {before['accuracy']:.2f} → "
-              f"{warm_eval['accuracy']:.2f}", flush=True)
-
-    # 5. rounds: sample k per prompt → verify → keep → SFT → held-out accuracy ----------------------
-    records, latest = [], before
-    for r in range(1, cfg.rounds + 1):
-        t0 = time.perf_counter()
-        prompts = round_prompts(train_rows, r, cfg.prompts_per_round, cfg.seed)
-        samples = sample_round(model, tok, prompts, k=cfg.k, max_new_tokens=cfg.max_new_tokens,
-                               temperature=cfg.temperature, seed=cfg.seed + r, system=system, reward=reward,
-                               batch_size=batch_size)
-        kept = keep_verified(samples, keep_unfinished=keep_unfinished)
-        write_jsonl(out / f"round_{r}.jsonl", [{**s, "round": r} for s in kept])
-        verified = sum(s["verified"] for s in samples)
-        record: dict[str, Any] = {
-            "round": r, "prompts": len(prompts), "sampled": len(samples), "verified": verified,
-            "verified_rate": verified / len(samples) if samples else 0.0,
-            "verified_unfinished": sum(s["verified"] and not s["finished"] for s in samples),
-            "kept": len(kept), "prompts_with_kept": len({s["prompt_index"] for s in kept})}
-        loss, steps = sft_round(cfg, model, tok, info, kept, cbs, out, round_=r, step_offset=step) if kept \
-            else (None, 0)
-        step += steps
-        record.update(sft_steps=steps, train_loss=loss)
-        if not steps:
-            record["note"] = "no verified sample to train on: SFT skipped, the model is unchanged this round"
-            print(f"round {r}: no verified sample to train on; SFT skipped", flush=True)
-        latest = heldout_eval(model, tok, eval_rows, max_new_tokens=cfg.max_new_tokens, system=system,
-                              batch_size=batch_size)
-        record.update(heldout_accuracy=latest["accuracy"], seconds=time.perf_counter() - t0)
-        records.append(record)
-        report(r, record)
-        print(f"round {r}: verified {verified}/{len(samples)} ({record['verified_rate']:.0%}), "
-              f"kept {len(kept)}, held-out accuracy {latest['accuracy']:.2f} ({record['seconds']:.0f}s)",
+    # the run: manifest.json before any model is loaded; a finished identical run is not run again ----------
+    run = track("rejection_sampling", cfg, data=[path], rewards=[reward or "correctness"], force=force,
+                extra={"system_prompt": system_prompt, "warm_start": warm_start,
+                                    "keep_unfinished": keep_unfinished, "batch_size": batch_size})
+    if run.skipped:
+        return run.stored_result(saved_model(cfg, out))
+    telemetry = run.telemetry
+    with run:  # an exception marks the run failed (Ctrl-C: interrupted), with the error, and is re-raised
+        # 3. model: one LoRA adapter, trained a little more each round ---------------------------------
+        model, tok, info = adapters.load_for_training(
+            cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
+            device=cfg.device, seed=cfg.seed)
+        print(f"rejection sampling: {cfg.rounds} rounds × {cfg.prompts_per_round} prompts × k={cfg.k}, "
+              f"{cfg.sft_steps} LoRA SFT steps a round; {info['trainable_params']:,} of "
+              f"{info['total_params']:,} parameters trainable; compute dtype {info['compute_dtype']}",
               flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = out / "metrics.jsonl"
+        logger = JsonlLogger(log_path)
+        user_cbs = Callbacks(callbacks)
+        cbs = Callbacks([logger, *user_cbs])
+        cbs.on_start({"global_step": 0, "max_steps": (cfg.rounds + bool(warm_rows)) * cfg.sft_steps,
+                      "rounds": cfg.rounds, "output_dir": str(out)})
+        start = time.perf_counter()
 
-    # 6. save ---------------------------------------------------------------------------------------
-    model.eval()
-    adapter_dir = out / "adapter"
-    model.save_pretrained(str(adapter_dir))
-    tok.save_pretrained(str(adapter_dir))
-    seconds = time.perf_counter() - start
-    metrics = {"before": {"heldout_accuracy": before["accuracy"]},
-               "after": {"heldout_accuracy": latest["accuracy"]}, "rounds": records, "warm_start": warm,
-               "sft_steps_total": step, "kept_total": sum(rec["kept"] for rec in records), "seconds": seconds,
-               **info}
-    cbs.on_end({"global_step": step, "before": before["accuracy"], "after": latest["accuracy"],
-                "seconds": seconds})
-    held_samples = [{"prompt": b["prompt"], "answer": b["answer"], "before": b["reply"], "after": a["reply"],
-                     "correct_before": b["correct"], "correct_after": a["correct"]}
-                    for b, a in zip(before["samples"], latest["samples"])]
-    result = RunResult("rejection_sampling", out, metrics, {**cfg.to_dict(), "system_prompt": system_prompt,
-                       "warm_start": warm_start, "keep_unfinished": keep_unfinished}, log_path=log_path,
-                       adapter_dir=adapter_dir, model=model, tokenizer=tok, samples=held_samples)
-    result.save()
-    return result
+        def report(r: int, record: dict) -> None:
+            logger.on_eval(r, record)  # the whole record, notes included; callbacks get its numbers
+            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+            user_cbs.on_eval(r, scalar_metrics(numbers, strict=False))
+
+        # 4. round 0: greedy held-out accuracy before any training --------------------------------------
+        t0 = time.perf_counter()
+        before = heldout_eval(model, tok, eval_rows, max_new_tokens=cfg.max_new_tokens, system=system,
+                              batch_size=batch_size)
+        report(0, {"round": 0, "heldout_accuracy": before["accuracy"], "seconds": time.perf_counter() - t0})
+        step = 0
+        warm = None
+        if warm_rows:
+            t0 = time.perf_counter()
+            warm_rows = [{**r, "messages": [*system, *r["messages"]]} for r in warm_rows]
+            loss, steps = sft_round(cfg, model, tok, info, warm_rows, cbs, out, round_=0, step_offset=step,
+                                    tracker=run)
+            step += steps
+            warm_eval = heldout_eval(model, tok, eval_rows, max_new_tokens=cfg.max_new_tokens, system=system,
+                                     batch_size=batch_size)
+            warm = {"rows": len(warm_rows), "sft_steps": steps, "train_loss": loss,
+                    "heldout_accuracy": warm_eval["accuracy"], "seconds": time.perf_counter() - t0}
+            print(f"warm start on {len(warm_rows)} CoT rows: held-out accuracy {before['accuracy']:.2f} → "
+                  f"{warm_eval['accuracy']:.2f}", flush=True)
+
+        # 5. rounds: sample k per prompt → verify → keep → SFT → held-out accuracy ----------------------
+        records, latest = [], before
+        loop_start = time.perf_counter()
+        for r in range(1, cfg.rounds + 1):
+            t0 = time.perf_counter()
+            prompts = round_prompts(train_rows, r, cfg.prompts_per_round, cfg.seed)
+            with telemetry.phase("generation"):  # sampling and verifying
+                samples = sample_round(model, tok, prompts, k=cfg.k, max_new_tokens=cfg.max_new_tokens,
+                                       temperature=cfg.temperature, seed=cfg.seed + r, system=system,
+                                       reward=reward, batch_size=batch_size)
+            replies = [s["completion"][-1]["content"] for s in samples]
+            telemetry.add_tokens(generated=sum(len(ids) for ids in tok(replies, add_special_tokens=False)
+                                               ["input_ids"]) if replies else 0)
+            telemetry.add_scores("reward", [s["reward"] for s in samples])
+            kept = keep_verified(samples, keep_unfinished=keep_unfinished)
+            write_jsonl(out / f"round_{r}.jsonl", [{**s, "round": r} for s in kept])
+            verified = sum(s["verified"] for s in samples)
+            record: dict[str, Any] = {
+                "round": r, "prompts": len(prompts), "sampled": len(samples), "verified": verified,
+                "verified_rate": verified / len(samples) if samples else 0.0,
+                "verified_unfinished": sum(s["verified"] and not s["finished"] for s in samples),
+                "kept": len(kept), "prompts_with_kept": len({s["prompt_index"] for s in kept})}
+            loss, steps = sft_round(cfg, model, tok, info, kept, cbs, out, round_=r, step_offset=step,
+                                    tracker=run) if kept else (None, 0)
+            step += steps
+            record.update(sft_steps=steps, train_loss=loss)
+            if not steps:
+                record["note"] = ("no verified sample to train on: SFT skipped, the model is unchanged this "
+                                  "round")
+                print(f"round {r}: no verified sample to train on; SFT skipped", flush=True)
+            with telemetry.phase("eval"):
+                latest = heldout_eval(model, tok, eval_rows, max_new_tokens=cfg.max_new_tokens, system=system,
+                                      batch_size=batch_size)
+            record.update(heldout_accuracy=latest["accuracy"], seconds=time.perf_counter() - t0)
+            records.append(record)
+            report(r, record)
+            print(f"round {r}: verified {verified}/{len(samples)} ({record['verified_rate']:.0%}), "
+                  f"kept {len(kept)}, held-out accuracy {latest['accuracy']:.2f} ({record['seconds']:.0f}s)",
+                  flush=True)
+            if run.over_budget():  # max_seconds / max_tokens, checked between rounds
+                break
+        telemetry.add_seconds("loop", time.perf_counter() - loop_start)
+
+        # 6. save ---------------------------------------------------------------------------------------
+        model.eval()
+        adapter_dir = out / "adapter"
+        model.save_pretrained(str(adapter_dir))
+        tok.save_pretrained(str(adapter_dir))
+        seconds = time.perf_counter() - start
+        metrics = {"before": {"heldout_accuracy": before["accuracy"]},
+                   "after": {"heldout_accuracy": latest["accuracy"]}, "rounds": records, "warm_start": warm,
+                   "sft_steps_total": step, "kept_total": sum(rec["kept"] for rec in records),
+                   "seconds": seconds, **info}
+        cbs.on_end({"global_step": step, "before": before["accuracy"], "after": latest["accuracy"],
+                    "seconds": seconds})
+        held_samples = [{"prompt": b["prompt"], "answer": b["answer"], "before": b["reply"],
+                         "after": a["reply"], "correct_before": b["correct"], "correct_after": a["correct"]}
+                        for b, a in zip(before["samples"], latest["samples"])]
+        config = {**cfg.to_dict(), "system_prompt": system_prompt, "warm_start": warm_start,
+                  "keep_unfinished": keep_unfinished}
+        result = RunResult("rejection_sampling", out, metrics, config, log_path=log_path,
+                           adapter_dir=adapter_dir, model=model, tokenizer=tok, samples=held_samples)
+        return run.complete(result, outputs={"adapter": adapter_dir})
 
 
 def _check(cfg: ReasoningConfig, warm_start: str) -> None:
@@ -196,11 +219,12 @@ def _check(cfg: ReasoningConfig, warm_start: str) -> None:
 
 
 def sft_round(cfg: ReasoningConfig, model, tok, info: dict, rows: list[dict], cbs: Callbacks,
-              out: pathlib.Path, *, round_: int, step_offset: int) -> tuple[float | None, int]:
+              out: pathlib.Path, *, round_: int, step_offset: int, tracker=None) -> tuple[float | None, int]:
     """cfg.sft_steps steps of TRL's SFTTrainer (labkit.stages.sft.build_trainer: labkit's masks, loss on the
     assistant reply only) on this round's rows, training the LoRA model in place; (train loss, steps).
     A row whose reply the chat template cannot tokenise as a prefix-stable turn is logged and skipped;
-    with no row left, nothing is trained: (None, 0)."""
+    with no row left, nothing is trained: (None, 0). With the run's `tracker`, the tokens trained on are
+    counted in its telemetry."""
     from datasets import Dataset
 
     from labkit.data.tokenize import sft_example
@@ -226,6 +250,10 @@ def sft_round(cfg: ReasoningConfig, model, tok, info: dict, rows: list[dict], cb
     # Each round's trainer counts steps from 0; callbacks see them counted across rounds.
     steps_cbs = Callbacks([_RoundSteps(cb, round_, step_offset) for cb in cbs])
     trainer = build_trainer(sft_cfg, model, tok, info, dataset, None, steps_cbs, out / "trainer")
+    if tracker is not None:
+        from labkit.runs.trainer_adapter import instrument
+
+        instrument(trainer, tracker, budget=False)
     output = trainer.train()
     model.eval()
     return float(output.training_loss), int(output.global_step)

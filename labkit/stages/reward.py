@@ -31,20 +31,32 @@ from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import held_out, load_pairs, run_callbacks, shows_progress, timed, trainer_args
+from labkit.stages.common import (
+    data_path,
+    held_out,
+    load_pairs,
+    run_callbacks,
+    saved_model,
+    shows_progress,
+    timed,
+    track,
+    trainer_args,
+)
 
 
-def train(cfg: RewardConfig, callbacks=()) -> RunResult:
+def train(cfg: RewardConfig, callbacks=(), *, force: bool = False) -> RunResult:
     """Train a reward model (the LM with a scalar head) on preference pairs with TRL's RewardTrainer.
 
     Args:
         cfg: a RewardConfig (`RewardConfig.from_preset("cpu")`); method "lora" (adapter + head) or "full";
             length_bias=True flips the padded pairs, for the reward-hacking lab.
         callbacks: labkit callbacks (a LiveDashboard…) that receive every step and eval.
+        force: run again even when this manifest already finished in cfg.output_dir (else a no-op).
     Returns:
         a RunResult whose metrics hold `before` / `after` held-out pairwise accuracy (overall and per
-        `source_kind`) and mean margin, the `calibration` table, train loss and steps; `samples` holds each
-        held-out pair's scores; the adapter (or model) is saved under cfg.output_dir.
+        `source_kind`) and mean margin, the `calibration` table, train loss, steps and `telemetry` (with the
+        held-out scores' statistics); `samples` holds each held-out pair's scores; the adapter (or model)
+        is saved under cfg.output_dir.
     Raises:
         DataError / ConfigError naming the file, row and field, before any model is loaded.
 
@@ -55,6 +67,7 @@ def train(cfg: RewardConfig, callbacks=()) -> RunResult:
     from transformers import set_seed
 
     from labkit.models.loading import load_tokenizer
+    from labkit.runs.trainer_adapter import instrument
 
     # 1. setup ------------------------------------------------------------------------------------
     set_seed(cfg.seed)
@@ -66,43 +79,52 @@ def train(cfg: RewardConfig, callbacks=()) -> RunResult:
     if cfg.length_bias:
         train_rows = length_biased(train_rows)
 
-    # 3. model ------------------------------------------------------------------------------------
-    model, tok, info = load_reward_model(cfg)
-    print(f"reward model: {cfg.model} + scalar head, {cfg.method}; {info['trainable_params']:,} of "
-          f"{info['total_params']:,} parameters trainable; {len(train_rows)} training pairs"
-          + (" (length-biased: padded replies win)" if cfg.length_bias else ""), flush=True)
+    # the run: manifest.json before any model is loaded; a finished identical run is not run again ----------
+    run = track("reward", cfg, data=[data_path(cfg.data)], force=force)
+    if run.skipped:
+        return run.stored_result(saved_model(cfg, out, classifier=True))
+    with run:  # an exception marks the run failed (Ctrl-C: interrupted), with the error, and is re-raised
+        # 3. model ------------------------------------------------------------------------------------
+        model, tok, info = load_reward_model(cfg)
+        print(f"reward model: {cfg.model} + scalar head, {cfg.method}; {info['trainable_params']:,} of "
+              f"{info['total_params']:,} parameters trainable; {len(train_rows)} training pairs"
+              + (" (length-biased: padded replies win)" if cfg.length_bias else ""), flush=True)
 
-    # 4. baseline: the freshly initialised head ranks pairs at about chance -------------------------
-    model.eval()
-    before = pairwise_metrics(score_pairs(model, tok, eval_rows)) if eval_rows else {}
+        # 4. baseline: the freshly initialised head ranks pairs at about chance -------------------------
+        model.eval()
+        before = pairwise_metrics(score_pairs(model, tok, eval_rows)) if eval_rows else {}
 
-    def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
-        scored = score_pairs(model, tok, eval_rows)
-        return pairwise_metrics(scored), scored
+        def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
+            scored = score_pairs(model, tok, eval_rows)
+            return pairwise_metrics(scored), scored
 
-    # 5. trainer ------------------------------------------------------------------------------------
-    heldout = held_out(measure, cfg, before, model, tok, eval_rows)
-    cbs, log_path = run_callbacks(out, callbacks, heldout)
-    trainer = build_trainer(cfg, model, tok, info, train_rows, cbs, out)
-    output, train_seconds = timed(trainer.train)
+        # 5. trainer ------------------------------------------------------------------------------------
+        heldout = held_out(measure, cfg, before, model, tok, eval_rows)
+        cbs, log_path = run_callbacks(out, callbacks, heldout, append=run.resuming)
+        trainer = instrument(build_trainer(cfg, model, tok, info, train_rows, cbs, run.dir.checkpoints_dir),
+                             run)
+        with run.telemetry.phase("loop"):
+            output, train_seconds = timed(lambda: trainer.train(resume_from_checkpoint=run.resume_from))
+        if heldout:
+            run.telemetry.add_seconds("eval", heldout.seconds)
 
-    # 6. eval: the held-out eval measured the last step when training ended --------------------------
-    model.eval()
-    _, after, scored = heldout.latest if heldout else (None, {}, [])
+        # 6. eval: the held-out eval measured the last step when training ended --------------------------
+        model.eval()
+        _, after, scored = heldout.latest if heldout else (None, {}, [])
+        run.telemetry.add_scores("reward_model", [s[k] for s in scored for k in ("chosen", "rejected")])
 
-    # 7. save ---------------------------------------------------------------------------------------
-    save_dir = out / ("model" if cfg.method == "full" else "adapter")
-    model.save_pretrained(str(save_dir))
-    tok.save_pretrained(str(save_dir))
-    metrics = {"before": before, "after": after, "calibration": calibration(scored) if scored else [],
-               "train_loss": output.training_loss, "steps": output.global_step,
-               "train_seconds": train_seconds,
-               "pairs": len(train_rows), "length_bias": cfg.length_bias, **info}
-    result = RunResult("reward", out, metrics, cfg.to_dict(), log_path=log_path,
-                       adapter_dir=save_dir if cfg.method != "full" else None, model=model, tokenizer=tok,
-                       samples=scored)
-    result.save()
-    return result
+        # 7. save ---------------------------------------------------------------------------------------
+        save_dir = out / ("model" if cfg.method == "full" else "adapter")
+        model.save_pretrained(str(save_dir))
+        tok.save_pretrained(str(save_dir))
+        metrics = {"before": before, "after": after, "calibration": calibration(scored) if scored else [],
+                   "train_loss": output.training_loss, "steps": output.global_step,
+                   "train_seconds": train_seconds,
+                   "pairs": len(train_rows), "length_bias": cfg.length_bias, **info}
+        result = RunResult("reward", out, metrics, cfg.to_dict(), log_path=log_path,
+                           adapter_dir=save_dir if cfg.method != "full" else None, model=model, tokenizer=tok,
+                           samples=scored)
+        return run.complete(result, outputs={"model" if cfg.method == "full" else "adapter": save_dir})
 
 
 def length_biased(rows: Sequence[dict]) -> list[dict]:
@@ -161,7 +183,6 @@ def build_trainer(cfg: RewardConfig, model, tok, info: dict, train_rows: list[di
     from trl import RewardTrainer
 
     args = TRLRewardConfig(**trainer_args(cfg, info, out, quiet=shows_progress(callbacks)),
-                           save_strategy="no",
                            max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards or None)
     pairs = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train_rows])
     with quiet_progress():

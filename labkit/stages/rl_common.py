@@ -7,11 +7,11 @@ that a comparison of them is a comparison of the update and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,16 +71,18 @@ def preflight_summary(report) -> dict[str, Any] | None:
             "zero_variance_groups": report.zero_variance_groups, "warnings": report.warnings}
 
 
-def run_preflight(cfg: RLConfig, model, tok, rows: Sequence[dict], funcs: list[Callable]):
-    """labkit.rewards.preflight on the first training prompts;
-    raises PreflightError before any training step."""
+def run_preflight(cfg: RLConfig, model, tok, rows: Sequence[dict], funcs: list[Callable], *,
+                  sample: Callable | None = None):
+    """labkit.rewards.preflight on the first training prompts (sampled by `sample` when the run rolls out
+    with another engine); raises PreflightError before any training step."""
     from labkit.rewards import preflight
 
     columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
     report = preflight(model, tok, [r["prompt"] for r in rows], funcs, columns=columns,
                        reward_weights=cfg.weights,
                        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-                       temperature=cfg.temperature, probe_prompts=cfg.probe_prompts, seed=cfg.seed)
+                       temperature=cfg.temperature, probe_prompts=cfg.probe_prompts, seed=cfg.seed,
+                       sample=sample)
     print(f"pre-flight passed on {cfg.probe_prompts} prompts × {cfg.num_generations}: "
           f"reward mean {report.reward_mean:.3f}, truncated {report.truncation_rate:.0%}, "
           f"zero-variance groups {report.zero_variance_groups:.0%}", flush=True)
@@ -96,12 +98,15 @@ class RolloutLog:
     and when the last one has reported, one record per completion is written: prompt, completion, each
     function's reward, the weighted total and the group advantage (labkit.losses.advantages, the same
     estimator as the trainer's). `trainer_state` (which TRL passes) gives the step. labkit's PPO calls
-    `record` directly with its own advantages.
+    `record` directly with its own advantages. With a run's `telemetry` (labkit.runs.tracking.Telemetry), the
+    reward functions' time is its "scoring" phase, and every recorded batch adds its generated tokens and
+    its scores (the total as `reward`, each function's as `reward/<name>`). `append` keeps the records of
+    an earlier attempt (a resumed run).
     """
 
     def __init__(self, funcs: Sequence[Callable], weights: Sequence[float], group_size: int,
                  path: pathlib.Path | None, *, max_completion_length: int | None = None,
-                 advantage: Callable | None = None):
+                 advantage: Callable | None = None, telemetry=None, append: bool = False):
         from labkit.rewards import reward_names
 
         self.names = reward_names(list(funcs))
@@ -113,7 +118,8 @@ class RolloutLog:
         self._pending: dict[str, list] = {}
         self._lock = threading.Lock()
         self.steps_seen: list[int] = []
-        if path is not None:
+        self.telemetry = telemetry
+        if path is not None and not (append and path.exists()):
             path.write_text("")
         self.funcs = [self._wrap(f, name) for f, name in zip(funcs, self.names)]
 
@@ -121,7 +127,8 @@ class RolloutLog:
         log = self
 
         def scored(prompts, completions, **kwargs):
-            out = fn(prompts, completions, **kwargs)
+            with log.telemetry.phase("scoring") if log.telemetry is not None else contextlib.nullcontext():
+                out = fn(prompts, completions, **kwargs)
             log._collect(name, prompts, completions, out, kwargs)
             return out
 
@@ -166,6 +173,11 @@ class RolloutLog:
                     "truncated": bool(truncated[i]) if truncated is not None else False}
                    for i, (p, c) in enumerate(zip(prompts, completions))]
         self.steps_seen.append(step)
+        if self.telemetry is not None:
+            self.telemetry.add_tokens(generated=sum(r["tokens"] for r in records))
+            self.telemetry.add_scores("reward", total)
+            for name in self.names:
+                self.telemetry.add_scores(f"reward/{name}", per_fn[name])
         if self.path is not None:
             with self.path.open("a") as fh:
                 fh.writelines(json.dumps(r) + "\n" for r in records)
@@ -177,18 +189,6 @@ def _prompt_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
     return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), str(prompt))
-
-
-def time_budget(deadline: float | None):
-    """A TrainerCallback that stops training after the step that crosses `deadline` (a perf_counter time)."""
-    from transformers import TrainerCallback
-
-    class _Budget(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if deadline is not None and time.perf_counter() >= deadline:
-                control.should_training_stop = True
-
-    return _Budget()
 
 
 @dataclasses.dataclass
@@ -204,15 +204,18 @@ class RLRun:
     callbacks: Callbacks
     log_path: pathlib.Path
     rollouts: RolloutLog
+    tracker: Any = None  # the run's labkit.runs.tracking.RunTracker
 
 
 def start_run(algorithm: str, cfg: RLConfig, model, tok, info: dict, train_rows: list[dict],
               eval_rows: list[dict], funcs: list[Callable], out: pathlib.Path, callbacks=(), *,
-              advantage: Callable | None = None, model_note: str = "") -> RLRun:
+              advantage: Callable | None = None, model_note: str = "", tracker=None,
+              sample: Callable | None = None) -> RLRun:
     """Sections 4 and 5 of every RL stage: pre-flight on a probe batch (raises PreflightError before any
     step), held-out greedy accuracy at step 0, then the run's callbacks (held-out eval first, the JSONL log,
-    the caller's) and the rollout log."""
-    report = run_preflight(cfg, model, tok, train_rows, funcs) if cfg.preflight else None
+    the caller's) and the rollout log (fed to the run's telemetry; both logs appended to when `tracker`
+    resumes a run)."""
+    report = run_preflight(cfg, model, tok, train_rows, funcs, sample=sample) if cfg.preflight else None
 
     def measure(model, tok, step: int) -> tuple[dict[str, float], list[dict]]:
         return heldout_accuracy(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)
@@ -222,11 +225,13 @@ def start_run(algorithm: str, cfg: RLConfig, model, tok, info: dict, train_rows:
           f"{', '.join(cfg.reward_names)}; LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable"
           f"{model_note}; held-out accuracy before: {before.get('accuracy', float('nan')):.0%}", flush=True)
     heldout = held_out(measure, cfg, before, model, tok, eval_rows)
-    cbs, log_path = run_callbacks(out, callbacks, heldout)
+    resuming = tracker is not None and tracker.resuming
+    cbs, log_path = run_callbacks(out, callbacks, heldout, append=resuming)
     rollouts = RolloutLog(funcs, cfg.weights, cfg.num_generations,
                           out / "rollouts.jsonl" if cfg.log_rollouts else None,
-                          max_completion_length=cfg.max_completion_length, advantage=advantage)
-    return RLRun(report, heldout, before, before_samples, cbs, log_path, rollouts)
+                          max_completion_length=cfg.max_completion_length, advantage=advantage,
+                          telemetry=tracker.telemetry if tracker is not None else None, append=resuming)
+    return RLRun(report, heldout, before, before_samples, cbs, log_path, rollouts, tracker)
 
 
 def finish_run(run: RLRun, algorithm: str, cfg: RLConfig, info: dict, *, steps: int, train_loss: float,
@@ -237,6 +242,8 @@ def finish_run(run: RLRun, algorithm: str, cfg: RLConfig, info: dict, *, steps: 
     if run.heldout is not None:
         _, after, after_samples = run.heldout.latest
         after = dict(after)
+        if run.tracker is not None:
+            run.tracker.telemetry.add_seconds("eval", run.heldout.seconds)
     metrics = {"algorithm": algorithm, "before": run.before, "after": after,
                "curve": run.heldout.points if run.heldout else [], "steps": steps,
                "train_seconds": clock.training, "wall_seconds": clock.wall, "train_loss": train_loss,

@@ -18,7 +18,7 @@ from labkit.config import RLConfig
 from labkit.runs.result import RunResult
 
 
-def train(cfg: RLConfig, callbacks=(), reward_funcs=None) -> RunResult:
+def train(cfg: RLConfig, callbacks=(), reward_funcs=None, *, force: bool = False) -> RunResult:
     """RLOO on a LoRA policy, on TRL's RLOOTrainer; cfg.loss_type and cfg.scale_rewards (GRPO's) are ignored.
 
     Arguments, result and errors are those of labkit.stages.grpo.train (metrics["algorithm"] is "rloo").
@@ -29,4 +29,4 @@ def train(cfg: RLConfig, callbacks=(), reward_funcs=None) -> RunResult:
     """
     from labkit.stages.grpo import train_with
 
-    return train_with("rloo", cfg, callbacks, reward_funcs)
+    return train_with("rloo", cfg, callbacks, reward_funcs, force=force)

@@ -20,22 +20,25 @@ from labkit.quiet import quiet_progress
 from labkit.runs.callbacks import Callbacks, JsonlLogger
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import data_path, shows_progress, split_rows, trainer_args
+from labkit.stages.common import data_path, saved_model, shows_progress, split_rows, track, trainer_args
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: SFTConfig, callbacks=()) -> RunResult:
+def train(cfg: SFTConfig, callbacks=(), *, force: bool = False) -> RunResult:
     """Supervised fine-tuning of cfg.model on conversations: full, LoRA or QLoRA, on TRL's SFTTrainer.
 
     Args:
         cfg: an SFTConfig (`SFTConfig.from_preset("cpu", method="lora")`): data, method, LoRA rank, steps,
-            batch, learning rate, which tokens carry the loss (`loss_on`), resume.
+            batch, learning rate, which tokens carry the loss (`loss_on`), checkpoints, budgets, resume.
         callbacks: labkit callbacks (a LiveDashboard, an InTrainingEval…) that receive every step and eval.
+        force: run again even when this manifest already finished in cfg.output_dir (by default that is a
+            no-op returning the stored result).
     Returns:
         a RunResult whose metrics hold `before` / `after` (held-out format and answer accuracy, the
-        forgetting probe's loss, eval loss), train loss, steps and tokens/s; `samples` holds held-out
-        replies before and after; the adapter (or full model) is saved under cfg.output_dir.
+        forgetting probe's loss, eval loss), train loss, steps, tokens/s and the run's `telemetry`;
+        `samples` holds held-out replies before and after; the adapter (or full model) is saved under
+        cfg.output_dir, beside manifest.json, status.json, metrics.jsonl and checkpoints/.
     Raises:
         DataError naming the file, row and field (a missing turn, a reply the template cannot mask, a row
         over max_length) and ConfigError (e.g. resume without a checkpoint), before any model is loaded.
@@ -45,20 +48,21 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
         result.metrics["after"]["format_accuracy"], result.adapter_dir
     """
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from labkit.data.io import load_rows
     from labkit.data.tokenize import sft_dataset
     from labkit.metrics.probes import forgetting_probe, format_eval
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
+    from labkit.runs.tracking import last_checkpoint
+    from labkit.runs.trainer_adapter import instrument
 
     # 1. setup ------------------------------------------------------------------------------------
     set_seed(cfg.seed)
     out = pathlib.Path(cfg.output_dir).resolve()
-    checkpoint = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
-    if cfg.resume and checkpoint is None:
-        raise ConfigError("resume", f"no checkpoint to resume from in {out}", config="SFTConfig")
+    if cfg.resume and last_checkpoint(out / "checkpoints") is None:
+        raise ConfigError("resume", f"no checkpoint to resume from in {out / 'checkpoints'}",
+                          config="SFTConfig")
 
     # 2. data: everything is validated (fields, templates, lengths) before a model is loaded -----
     tok = load_tokenizer(cfg.model)
@@ -70,62 +74,69 @@ def train(cfg: SFTConfig, callbacks=()) -> RunResult:
     eval_ds = sft_dataset(tok, eval_rows, loss_on=cfg.loss_on, source=str(path)) if eval_rows else None
     generation_eval = bool(eval_rows) and "answer" in eval_rows[0] and "messages" in eval_rows[0]
 
-    # 3. model ----------------------------------------------------------------------------------
-    model, tok, info = adapters.load_for_training(
-        cfg.model, method=cfg.method, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout, targets=cfg.target_modules, dtype=cfg.dtype, device=cfg.device,
-        backend=cfg.backend, max_length=cfg.max_length, gradient_checkpointing=cfg.gradient_checkpointing,
-        seed=cfg.seed)
-    print(f"SFT {cfg.method} via {info['backend']} ({info['backend_reason']}); {info['trainable_params']:,} "
-          f"of {info['total_params']:,} parameters trainable; compute dtype {info['compute_dtype']}",
-          flush=True)
+    # the run: manifest.json before any model is loaded; a finished identical run is not run again ----------
+    run = track("sft", cfg, data=[path], force=force)
+    if run.skipped:
+        return run.stored_result(saved_model(cfg, out))
+    with run:  # an exception marks the run failed (Ctrl-C: interrupted), with the error, and is re-raised
+        # 3. model ------------------------------------------------------------------------------------
+        model, tok, info = adapters.load_for_training(
+            cfg.model, method=cfg.method, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout, targets=cfg.target_modules, dtype=cfg.dtype, device=cfg.device,
+            backend=cfg.backend, max_length=cfg.max_length, gradient_checkpointing=cfg.gradient_checkpointing,
+            seed=cfg.seed)
+        print(f"SFT {cfg.method} via {info['backend']} ({info['backend_reason']}); "
+              f"{info['trainable_params']:,} of {info['total_params']:,} parameters trainable; compute dtype "
+              f"{info['compute_dtype']}", flush=True)
 
-    # 4. baseline eval ----------------------------------------------------------------------------
-    model.eval()
-    probe_before = forgetting_probe(model, tok)
-    before, scored_before = {"probe_loss": probe_before["probe_loss"]}, None
-    if generation_eval:
-        scored_before = format_eval(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)
-        before.update(_scores(scored_before))
+        # 4. baseline eval ----------------------------------------------------------------------------
+        model.eval()
+        probe_before = forgetting_probe(model, tok)
+        before, scored_before = {"probe_loss": probe_before["probe_loss"]}, None
+        if generation_eval:
+            scored_before = format_eval(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)
+            before.update(_scores(scored_before))
 
-    # 5. trainer ------------------------------------------------------------------------------------
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "metrics.jsonl"
-    cbs = Callbacks([JsonlLogger(log_path, append=checkpoint is not None), *Callbacks(callbacks)])
-    trainer = build_trainer(cfg, model, tok, info, train_ds, eval_ds, cbs, out)
-    start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = time.perf_counter() - start
+        # 5. trainer: checkpoints in checkpoints/, resumed from the last one when the run continues -----
+        checkpoint = run.resume_from
+        log_path = out / "metrics.jsonl"
+        cbs = Callbacks([JsonlLogger(log_path, append=checkpoint is not None), *Callbacks(callbacks)])
+        trainer = build_trainer(cfg, model, tok, info, train_ds, eval_ds, cbs, run.dir.checkpoints_dir)
+        instrument(trainer, run)  # budget ceilings, tokens trained
+        start = time.perf_counter()
+        with run.telemetry.phase("loop"):
+            output = trainer.train(resume_from_checkpoint=checkpoint)
+        train_seconds = time.perf_counter() - start
 
-    # 6. eval ---------------------------------------------------------------------------------------
-    model.eval()
-    probe_after = forgetting_probe(model, tok)
-    after, samples = {"probe_loss": probe_after["probe_loss"]}, []
-    if generation_eval:
-        scored = format_eval(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)
-        after.update(_scores(scored))
-        samples = [{"prompt": a["prompt"], "target": a["target"], "before": b["reply"], "after": a["reply"],
-                    "format_ok": a["format_ok"], "correct": a["correct"]}
-                   for b, a in zip(scored_before["samples"], scored["samples"])]
-    if eval_ds is not None:
-        after["eval_loss"] = trainer.evaluate()["eval_loss"]
+        # 6. eval ---------------------------------------------------------------------------------------
+        model.eval()
+        probe_after = forgetting_probe(model, tok)
+        after, samples = {"probe_loss": probe_after["probe_loss"]}, []
+        if generation_eval:
+            scored = format_eval(model, tok, eval_rows, max_new_tokens=cfg.eval_max_new_tokens)
+            after.update(_scores(scored))
+            samples = [{"prompt": a["prompt"], "target": a["target"], "before": b["reply"],
+                        "after": a["reply"], "format_ok": a["format_ok"], "correct": a["correct"]}
+                       for b, a in zip(scored_before["samples"], scored["samples"])]
+        if eval_ds is not None:
+            after["eval_loss"] = trainer.evaluate()["eval_loss"]
 
-    # 7. save ---------------------------------------------------------------------------------------
-    save_dir = out / ("model" if cfg.method == "full" else "adapter")
-    trainer.save_model(str(save_dir))
-    tok.save_pretrained(str(save_dir))
-    tokens = trained_tokens(trainer, since_step=int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
-    probe = [{"prompt": b["prompt"], "before": b["loss"], "after": a["loss"]}
-             for b, a in zip(probe_before["per_prompt"], probe_after["per_prompt"])]
-    metrics = {"before": before, "after": after, "probe_per_prompt": probe,
-               "train_loss": output.training_loss,
-               "steps": output.global_step, "train_seconds": train_seconds,
-               "tokens_per_s": tokens / train_seconds if train_seconds else 0.0, **info}
-    result = RunResult("sft", out, metrics, cfg.to_dict(), log_path=log_path,
-                       adapter_dir=save_dir if cfg.method != "full" else None, model=model, tokenizer=tok,
-                       samples=samples)
-    result.save()
-    return result
+        # 7. save ---------------------------------------------------------------------------------------
+        save_dir = out / ("model" if cfg.method == "full" else "adapter")
+        trainer.save_model(str(save_dir))
+        tok.save_pretrained(str(save_dir))
+        tokens = trained_tokens(trainer, since_step=int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
+        probe = [{"prompt": b["prompt"], "before": b["loss"], "after": a["loss"]}
+                 for b, a in zip(probe_before["per_prompt"], probe_after["per_prompt"])]
+        metrics = {"before": before, "after": after, "probe_per_prompt": probe,
+                   # a resumed run's trainer averages only the steps it ran itself: the log has them all
+                   "train_loss": logged_train_loss(log_path) if checkpoint else output.training_loss,
+                   "steps": output.global_step, "train_seconds": train_seconds,
+                   "tokens_per_s": tokens / train_seconds if train_seconds else 0.0, **info}
+        result = RunResult("sft", out, metrics, cfg.to_dict(), log_path=log_path,
+                           adapter_dir=save_dir if cfg.method != "full" else None, model=model, tokenizer=tok,
+                           samples=samples)
+        return run.complete(result, outputs={"model" if cfg.method == "full" else "adapter": save_dir})
 
 
 def build_trainer(cfg: SFTConfig, model, tok, info: dict, train_ds, eval_ds, callbacks: Callbacks,
@@ -141,8 +152,7 @@ def build_trainer(cfg: SFTConfig, model, tok, info: dict, train_ds, eval_ds, cal
         **trainer_args(cfg, info, out, quiet=shows_progress(callbacks)),
         weight_decay=cfg.weight_decay, activation_checkpointing=cfg.gradient_checkpointing,
         eval_strategy="steps" if cfg.eval_every and eval_ds is not None else "no",
-        eval_steps=cfg.eval_every or None, save_strategy="steps" if cfg.save_every else "no",
-        save_steps=cfg.save_every or 500, padding_free=cfg.padding_free and not cfg.packing,
+        eval_steps=cfg.eval_every or None, padding_free=cfg.padding_free and not cfg.packing,
         packing=cfg.packing,
         # Lengths were validated up front; TRL's own truncation would only hide a bad row.
         max_length=cfg.max_length if cfg.packing else None, completion_only_loss=False,
@@ -197,6 +207,15 @@ def _compact_loss_trainer(base):
 
 def _scores(evaluation: dict) -> dict:
     return {k: v for k, v in evaluation.items() if k != "samples"}
+
+
+def logged_train_loss(log_path: pathlib.Path) -> float:
+    """The mean training loss over every step in a run's metrics log (a step logged twice, before and after
+    a resume, counts once: its last value)."""
+    from labkit.runs.callbacks import read_jsonl
+
+    losses = {e["step"]: e["loss"] for e in read_jsonl(log_path) if e.get("event") == "step" and "loss" in e}
+    return sum(losses.values()) / len(losses) if losses else float("nan")
 
 
 def trained_tokens(trainer, since_step: int = 0) -> int:

@@ -69,6 +69,11 @@ def test_stage_trains_the_adapter_and_logs_every_rl_signal(stage, loss_type, tin
     assert {"reward", "kl", "entropy"} <= drawn
     assert (result.adapter_dir / "adapter_config.json").exists()
     assert json.loads((result.output_dir / "result.json").read_text())["metrics"]["steps"] == 2
+    # Telemetry: generation timed inside the training loop, tokens sampled and trained on, reward statistics.
+    t = m["telemetry"]
+    assert t["generation_seconds"] > 0 and 0 < t["generation_share"] < 1 and t["scoring_seconds"] > 0
+    assert t["tokens_generated"] > 0 and t["tokens_trained"] > t["tokens_generated"]
+    assert t["scores"]["reward/varied"]["n"] == 16 and m["run"]["status"] == "done"
 
 
 def test_preflight_stops_a_run_that_cannot_learn_before_its_first_step(tiny_model_dir, tmp_path):

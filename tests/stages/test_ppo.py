@@ -230,14 +230,24 @@ def test_ppo_trains_adapter_and_value_head_only(tiny_model_dir, tmp_path, chars_
     assert math.isfinite(result.metrics["train_loss"])
     assert (result.adapter_dir / "adapter_config.json").exists()
 
+    # Telemetry: the rollouts' tokens and time, the reward statistics; a clean finish.
+    t = saved_result["metrics"]["telemetry"]
+    assert t["tokens_generated"] == 8 * 8 and t["tokens_trained"] > 0 and 0 < t["generation_share"] < 1
+    assert t["scores"]["reward"]["n"] == 8 and saved_result["metrics"]["run"]["status"] == "done"
+
 
 @pytest.mark.smoke
 def test_preflight_stops_before_any_update(tiny_model_dir, tmp_path):
-    """Bad setups get GRPO's pre-flight errors: here every completion is cut off, and nothing is written."""
+    """Bad setups get GRPO's pre-flight errors: here every completion is cut off. Nothing is trained or saved;
+    the run folder records the run as failed, with the pre-flight's message."""
+    from labkit.runs.manifest import RunDir
+
     with pytest.raises(PreflightError) as err:
         ppo.train(cfg(tiny_model_dir, tmp_path, rewards="correctness", reward_weights="", preflight=True))
     assert err.value.check == "truncation"
-    assert not (tmp_path / "run").exists()
+    status = RunDir(tmp_path / "run").status()
+    assert status["status"] == "failed" and status["error"].startswith("PreflightError")
+    assert not (tmp_path / "run" / "adapter").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_bad_ppo_settings_fail_before_loading(tmp_path):

@@ -1,0 +1,269 @@
+"""GRPO rollouts from a labkit inference engine (the vLLM server), through TRL's `rollout_func` hook.
+
+TRL 1.16's own vLLM modes run vLLM inside the training process ("colocate") or push weights to
+`trl vllm-serve` over NCCL ("server"); neither works on a CPU machine where vLLM lives in its own
+environment (.venv-vllm). With `RLConfig(use_vllm=True, vllm_mode="engine")` TRL's own generation stays
+off and every rollout batch comes from `EngineRollouts`, a `rollout_func`:
+
+1. sync: at the first rollout of each optimizer step the policy's LoRA adapter goes into the engine
+   without a restart. Its tensors (`peft.get_peft_model_state_dict`, a few MB) are written to a fresh
+   directory and hot-loaded under the same name (`engine.update_weights(adapter=..., state_dict=...)`); the
+   base weights never change during LoRA training, so nothing else moves;
+2. generate: prompts are templated the way TRL templates them, each group's prompt goes out once with
+   n = group size (its G samples get seeds s, s+1, ...), and the prompt ids and completion ids (EOS kept
+   when a completion stopped there, as TRL's own generate returns them) go back to TRL, which scores,
+   rewards and trains on exactly these token ids;
+3. check: on the first two steps (the adapter as loaded, then after the first refit) and every
+   `check_every` steps, the engine's log-probs of the sampled tokens are compared with the policy's own
+   (one forward pass); `logprob_gap` is the largest difference. A stale or wrongly loaded adapter shows
+   up here as a gap far above fp32 noise (~1e-4).
+
+The engine's log-probs are of the raw logits (the engine's contract), not the temperature-scaled ones TRL
+computes, so they are not handed to TRL (`logprobs: None`, as for TRL's own transformers paths): TRL's
+importance-sampling corrections stay off, which is right for on-policy rollouts whose agreement with the
+policy is checked in step 3.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from labkit.config import RLConfig
+from labkit.errors import ConfigError
+from labkit.infer import Engine, SamplingParams
+
+ADAPTER = "policy"      # the engine-side name of the policy's adapter
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)   # the max_lora_rank values vLLM accepts
+
+
+def uses_engine(cfg: RLConfig) -> bool:
+    """Whether cfg rolls out through a labkit engine (use_vllm with vllm_mode "engine")."""
+    return cfg.use_vllm and cfg.vllm_mode == "engine"
+
+
+def check_vllm(algorithm: str, cfg: RLConfig, engine: Engine | None = None) -> None:
+    """Before any model is loaded: is vLLM there for cfg's rollouts (or an `engine` given to roll out with)?
+    MissingExtraError with the install command when not; ConfigError for an algorithm whose TRL trainer has
+    no rollout hook."""
+    if not cfg.use_vllm:
+        return
+    if cfg.vllm_mode != "engine":   # TRL's own vLLM modes import vllm in this process
+        from labkit.errors import require
+
+        require("vllm", "vllm", f"rollouts with vLLM (vllm_mode={cfg.vllm_mode!r})")
+        return
+    if algorithm != "grpo":
+        raise ConfigError("vllm_mode", f"engine rollouts need TRL's rollout_func, which "
+                          f"{algorithm.upper()}'s trainer does not have in TRL 1.16; use GRPO, or "
+                          "vllm_mode='colocate' on a GPU", config="RLConfig")
+    if engine is None:
+        from labkit.infer import vllm_python
+
+        vllm_python()   # MissingExtraError naming `make vllm-env` when no vLLM interpreter exists
+
+
+def attach(cfg: RLConfig, out: pathlib.Path, info: dict, tokenizer, stack, engine: Engine | None = None):
+    """The run's EngineRollouts on `engine`, or on a VLLMEngine started now and stopped when `stack` (a
+    contextlib.ExitStack) closes; None when cfg does not roll out through an engine."""
+    if not uses_engine(cfg):
+        return None
+    if engine is None:
+        engine = stack.enter_context(start_engine(cfg, out, info))
+    work = out / "vllm"
+    work.mkdir(parents=True, exist_ok=True)
+    return EngineRollouts(engine, tokenizer, max_completion_length=cfg.max_completion_length,
+                          temperature=cfg.temperature, seed=cfg.seed, work_dir=work)
+
+
+def start_engine(cfg: RLConfig, out: pathlib.Path, info: dict, *, max_model_len: int = 2048):
+    """A VLLMEngine for cfg's rollouts: the policy's model and dtype, one LoRA slot of cfg.lora_r or more,
+    room for a whole generation batch at once; its log goes to out/vllm/vllm.log."""
+    from labkit.infer import VLLMEngine
+
+    rank = next((r for r in LORA_RANKS if r >= cfg.lora_r), None)
+    if rank is None:
+        raise ConfigError("lora_r", f"vLLM serves LoRA ranks up to {LORA_RANKS[-1]}, got {cfg.lora_r}",
+                          config="RLConfig")
+    batch = cfg.batch_size * cfg.grad_accum
+    engine = VLLMEngine(cfg.model, dtype=info.get("compute_dtype", "float32"), max_model_len=max_model_len,
+                        enable_lora=True, max_loras=2, max_lora_rank=rank,
+                        max_num_seqs=min(max(batch, 8), 256), seed=cfg.seed, run_dir=out / "vllm")
+    print(f"vLLM engine for rollouts started in {engine.start_seconds:.0f} s (log: {engine.log_path})",
+          flush=True)
+    return engine
+
+
+class EngineRollouts:
+    """TRL's `rollout_func` on a labkit engine, pushing the policy's adapter into it once per step.
+
+    engine: any labkit Engine (VLLMEngine in practice); the policy is a PEFT model whose active adapter is
+    trained. `history` holds one record per rollout batch: step, refit/generate/check seconds, completions,
+    tokens and the log-prob gap when checked; `last` the latest batch's prompt ids, completion ids and the
+    engine's log-probs.
+    """
+
+    def __init__(self, engine: Engine, tokenizer, *, max_completion_length: int, temperature: float,
+                 top_p: float = 1.0, top_k: int = 0, seed: int = 0, work_dir: str | pathlib.Path,
+                 check_every: int = 0, adapter: str = ADAPTER):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.max_completion_length = max_completion_length
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k or 0
+        self.seed = seed
+        self.work_dir = pathlib.Path(work_dir)
+        self.check_every = check_every
+        self.adapter = adapter
+        self.history: list[dict[str, Any]] = []
+        self.last: dict[str, Any] | None = None
+        self._synced_step: int | None = None
+        self._loaded = False
+        self._calls = 0
+        self.__name__ = "engine_rollouts"   # TRL's warnings and logs name the rollout function
+
+    # -- weights --------------------------------------------------------------------------------------
+
+    def sync(self, model, step: int) -> float:
+        """Push the policy's adapter into the engine unless it already holds this step's; returns seconds."""
+        if step == self._synced_step:
+            return 0.0
+        from peft import get_peft_model_state_dict
+
+        name = _active_adapter(model)
+        if not self._loaded:
+            # The first push needs the adapter's config on disk; later ones send tensors only.
+            t0 = time.perf_counter()
+            path = self.work_dir / "adapter-initial"
+            model.save_pretrained(str(path), selected_adapters=[name])
+            self.engine.load_adapter(self.adapter, str(path))
+            seconds = time.perf_counter() - t0
+            self._loaded = True
+        else:
+            seconds = self.engine.update_weights(get_peft_model_state_dict(model, adapter_name=name),
+                                                 adapter=self.adapter)
+        self._synced_step = step
+        return seconds
+
+    # -- prompts and sampling -------------------------------------------------------------------------
+
+    def encode(self, prompts: Sequence[Any], chat_template_kwargs: dict | None = None,
+               tokenizer=None) -> list[list[int]]:
+        """Token ids of each prompt as TRL's GRPOTrainer makes them (chat template with the generation
+        prompt for message lists; plain tokenization for strings)."""
+        tok = tokenizer or self.tokenizer
+        if isinstance(prompts[0], str):
+            return [list(ids) for ids in tok(text=list(prompts))["input_ids"]]
+        enc = tok.apply_chat_template(conversation=list(prompts), add_generation_prompt=True, tokenize=True,
+                                      return_dict=True, **(chat_template_kwargs or {}))
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def sample(self, prompt_ids: list[list[int]]):
+        """One completion per prompt id list. A run of k identical consecutive prompts (a GRPO group) is sent
+        once with n=k; each call gets its own seed, so runs are repeatable and steps differ."""
+        runs = _runs(prompt_ids)
+        k = len(runs[0][1])
+        seed = (self.seed * 1_000_003 + 7919 * self._calls) % 2**31
+        self._calls += 1
+        if all(len(idx) == k for _, idx in runs):
+            unique, n = [prompt_ids[idx[0]] for _, idx in runs], k
+        else:
+            unique, n = prompt_ids, 1
+        sampling = SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                                  max_new_tokens=self.max_completion_length, seed=seed, n=n, logprobs=True)
+        return self.engine.generate(unique, sampling, adapter=self.adapter)   # prompt order, n per prompt
+
+    def probe(self, model, prompts: Sequence[Any]):
+        """The pre-flight's sampler: completions of `prompts` from the engine with the policy's adapter, as
+        labkit.models.generate returns them."""
+        from labkit.models.generate import Generation
+
+        self.sync(model, 0)
+        ids = self.encode(prompts)
+        outs = self.sample(ids)
+        return [Generation(self.tokenizer.decode(p), o.text, o.token_ids, o.finish_reason == "stop")
+                for p, o in zip(ids, outs)]
+
+    # -- TRL's rollout_func ---------------------------------------------------------------------------
+
+    def __call__(self, prompts: list, trainer) -> dict[str, Any]:
+        """TRL's rollout_func: one completion per prompt (a group's G copies are consecutive)."""
+        step = trainer.state.global_step
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        refit = self.sync(model, step)
+        prompt_ids = self.encode(prompts, trainer.args.chat_template_kwargs, trainer.processing_class)
+        t0 = time.perf_counter()
+        outs = self.sample(prompt_ids)
+        gen_seconds = time.perf_counter() - t0
+        completion_ids = [list(o.token_ids) for o in outs]
+        record = {"step": step, "refit_seconds": refit, "generate_seconds": gen_seconds,
+                  "completions": len(outs), "tokens": sum(map(len, completion_ids))}
+        if step < 2 or (self.check_every and step % self.check_every == 0):
+            t1 = time.perf_counter()
+            record.update(logprob_gap(model, prompt_ids, outs, self.tokenizer))
+            record["check_seconds"] = time.perf_counter() - t1
+        self.history.append(record)
+        self.last = {"step": step, "prompt_ids": prompt_ids, "completion_ids": completion_ids,
+                     "logprobs": [o.logprobs for o in outs]}
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+    def summary(self) -> dict[str, Any]:
+        """For result.json: rollout batches, seconds spent refitting, generating and checking, completion
+        tokens, the largest log-prob gap checked, and `per_batch` (the history)."""
+        gaps = [r["logprob_gap"] for r in self.history if r.get("logprob_gap") is not None]
+        return {"engine": getattr(self.engine, "name", type(self.engine).__name__),
+                "batches": len(self.history),
+                "refit_seconds": sum(r["refit_seconds"] for r in self.history),
+                "generate_seconds": sum(r["generate_seconds"] for r in self.history),
+                "check_seconds": sum(r.get("check_seconds", 0.0) for r in self.history),
+                "tokens": sum(r["tokens"] for r in self.history),
+                "logprob_gap": max(gaps) if gaps else None,
+                "per_batch": [dict(r) for r in self.history]}
+
+
+def logprob_gap(model, prompt_ids: list[list[int]], outs, tokenizer) -> dict[str, float | None]:
+    """Largest and mean |engine log-prob − policy log-prob| over the sampled tokens (one forward pass)."""
+    import torch
+
+    from labkit.models.logprobs import masked_token_logps
+
+    seqs = [p + list(o.token_ids) for p, o in zip(prompt_ids, outs)]
+    masks = [[0] * len(p) + [1] * len(o.token_ids) for p, o in zip(prompt_ids, outs)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        ours = masked_token_logps(model, seqs, masks, pad_id=pad)
+    finally:
+        model.train(was_training)
+    diffs = []
+    for o, lp in zip(outs, ours):
+        if o.logprobs is None:
+            continue
+        got = torch.tensor(o.logprobs, dtype=torch.float32)
+        keep = ~torch.isnan(got)      # the engine has no log-prob for an EOS it put back
+        diffs.append((got[keep] - lp[keep]).abs())
+    if not diffs:
+        return {"logprob_gap": None, "logprob_gap_mean": None}
+    d = torch.cat(diffs)
+    return {"logprob_gap": float(d.max()) if d.numel() else 0.0,
+            "logprob_gap_mean": float(d.mean()) if d.numel() else 0.0}
+
+
+def _runs(items: list) -> list[tuple[Any, list[int]]]:
+    """Runs of equal consecutive items: [(item, [indices])]."""
+    out: list[tuple[Any, list[int]]] = []
+    for i, x in enumerate(items):
+        if out and out[-1][0] == x:
+            out[-1][1].append(i)
+        else:
+            out.append((x, [i]))
+    return out
+
+
+def _active_adapter(model) -> str:
+    name = getattr(model, "active_adapter", "default")
+    return name if isinstance(name, str) else "default"
