@@ -60,7 +60,9 @@ def trainer_args(cfg, info: dict, out: pathlib.Path, *, quiet: bool) -> dict[str
         bf16=info["compute_dtype"] == "bfloat16", fp16=info["compute_dtype"] == "float16", logging_steps=1,
         report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=info["device"] == "cpu",
         dataloader_num_workers=0,
-        # A labkit dashboard brings its own progress bar; without one, keep the trainer's.
+        # Set under its current name: TRL's configs default the deprecated one (and to True for some).
+        activation_checkpointing=getattr(cfg, "gradient_checkpointing", False),
+        # A labkit dashboard or the console view brings its own progress bar; without one, keep the trainer's.
         disable_tqdm=quiet,
     )
 
@@ -116,15 +118,23 @@ def saved_model(cfg, out: pathlib.Path, *, classifier: bool = False):
     return load
 
 
-def run_callbacks(out: pathlib.Path, callbacks, *evals,
-                  append: bool = False) -> tuple[Callbacks, pathlib.Path]:
-    """The run's callbacks: the JSONL metrics log at out/metrics.jsonl, the caller's callbacks, then `evals`
-    (PeriodicEvals, None skipped: last, so a step is logged before the eval it triggers). Creates `out`;
-    returns (callbacks, log path)."""
+def run_callbacks(out: pathlib.Path, callbacks, *evals, append: bool = False, title: str = "",
+                  budget_s: float | None = None) -> tuple[Callbacks, pathlib.Path]:
+    """The run's callbacks: the JSONL metrics log at out/metrics.jsonl, the caller's callbacks, a console
+    view when none of them shows progress (one bar whose total honours the `budget_s` wall-clock ceiling, a
+    line per step; not under LABKIT_VERBOSE, which keeps the trainer's own bar), then `evals` (PeriodicEvals,
+    None skipped: last, so a step is logged before the eval it triggers). Creates `out`; returns (callbacks,
+    log path)."""
+    from labkit.quiet import verbose
+    from labkit.runs.console import ConsoleProgress
+
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "metrics.jsonl"
     evals = tuple(e for e in evals if e is not None)
-    return Callbacks([JsonlLogger(log_path, append=append), *Callbacks(callbacks), *evals]), log_path
+    user = Callbacks(callbacks)
+    quiet = shows_progress(user) or verbose()
+    console = () if quiet else (ConsoleProgress(title, budget_s=budget_s or None),)
+    return Callbacks([JsonlLogger(log_path, append=append), *user, *console, *evals]), log_path
 
 
 def held_out(measure, cfg, before: dict, model, tok, rows: list[dict]):
@@ -141,7 +151,7 @@ def timed(fn) -> tuple[Any, float]:
 
 
 def shows_progress(callbacks: Callbacks) -> bool:
-    """Whether a caller's callback (a dashboard, a printer) is attached: it shows the run's progress, so the
+    """Whether a callback that shows the run's progress (a dashboard, the console view) is attached, so the
     trainer's own bar stays off. The metrics log and held-out evals show nothing."""
     from labkit.metrics.periodic import PeriodicEval
 

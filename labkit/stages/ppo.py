@@ -52,7 +52,7 @@ from labkit.losses.kl import kl_k1, kl_k3
 from labkit.metrics.periodic import Stopwatch
 from labkit.runs.callbacks import RunHandles
 from labkit.runs.result import RunResult
-from labkit.stages.common import data_path, saved_model, shows_progress, track, warmup_steps
+from labkit.stages.common import data_path, saved_model, track, warmup_steps
 from labkit.stages.rl_common import build_rewards, finish_run, load_prompt_rows, start_run
 
 Tensor = torch.Tensor
@@ -188,10 +188,6 @@ def train(cfg: RLConfig, callbacks=(), *, force: bool = False) -> RunResult:
             losses.append(metrics["loss"])
             last_step = metrics
             cbs.on_step(step, metrics)
-            if not shows_progress(cbs):  # no dashboard attached: a line per step
-                print(f"step {step}/{cfg.max_steps}: reward {metrics['reward']:.3f}, kl {metrics['kl']:.4f}, "
-                      f"loss {metrics['loss']:.4f}, value loss {metrics['value_loss']:.4f}, "
-                      f"{clock.training:.0f}s", flush=True)
 
             # 6f. the run's budget (the held-out eval, a callback, ran in on_step when it was due) -----------
             if run.over_budget(step, cfg.max_steps):

@@ -121,7 +121,9 @@ def train(cfg: PreferenceConfig, callbacks=(), *, force: bool = False) -> RunRes
 
         # 5. trainer ------------------------------------------------------------------------------------
         heldout = held_out(measure, cfg, before, model, tok, eval_rows)
-        cbs, log_path = run_callbacks(out, callbacks, heldout, append=run.resuming)
+        cbs, log_path = run_callbacks(out, callbacks, heldout, append=run.resuming,
+                                      title=cfg.method.upper(),
+                                      budget_s=cfg.max_seconds)
         trainer = instrument(build_trainer(cfg, model, tok, info, train_rows, cbs, run.dir.checkpoints_dir),
                              run)
         with run.telemetry.phase("loop"):

@@ -27,7 +27,7 @@ from labkit.metrics.reward_model import (  # noqa: F401 (score and ECE are used 
     score,
     score_pairs,
 )
-from labkit.quiet import quiet_progress
+from labkit.quiet import expected_load_report, quiet_progress
 from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
@@ -100,7 +100,8 @@ def train(cfg: RewardConfig, callbacks=(), *, force: bool = False) -> RunResult:
 
         # 5. trainer ------------------------------------------------------------------------------------
         heldout = held_out(measure, cfg, before, model, tok, eval_rows)
-        cbs, log_path = run_callbacks(out, callbacks, heldout, append=run.resuming)
+        cbs, log_path = run_callbacks(out, callbacks, heldout, append=run.resuming, title="reward model",
+                                      budget_s=cfg.max_seconds)
         trainer = instrument(build_trainer(cfg, model, tok, info, train_rows, cbs, run.dir.checkpoints_dir),
                              run)
         with run.telemetry.phase("loop"):
@@ -149,16 +150,22 @@ def load_reward_model(cfg: RewardConfig) -> tuple[Any, Any, dict]:
     from transformers import AutoModelForSequenceClassification
 
     from labkit.models.device import resolve_device, resolve_dtype
-    from labkit.models.loading import load_tokenizer, resolve_model_path
+    from labkit.models.loading import ModelLoadError, load_tokenizer, resolve_model_path
 
     dev = resolve_device(cfg.device)
     compute_dtype = resolve_dtype(cfg.dtype, dev)
     tok = load_tokenizer(cfg.model)
     torch.manual_seed(cfg.seed)  # the score head is freshly initialised
-    with quiet_progress():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(cfg.model), num_labels=1,
+    # The load report would list the new head as MISSING, in red, every time: check that it is the only
+    # thing missing here instead.
+    with quiet_progress(), expected_load_report():
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_path(cfg.model), num_labels=1, output_loading_info=True,
             dtype=torch.float32 if cfg.method == "full" else compute_dtype)
+    missing = sorted(k for k in loading.get("missing_keys", ()) if not k.startswith("score."))
+    if missing or loading.get("mismatched_keys"):
+        raise ModelLoadError(f"{cfg.model}: as a reward model, weights besides the new score head did not "
+                             f"load: {(missing or loading['mismatched_keys'])[:5]}")
     # The classifier reads the last non-pad token, so it has to know which token pads.
     model.config.pad_token_id = tok.pad_token_id
     model.to(dev)

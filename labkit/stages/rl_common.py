@@ -226,7 +226,8 @@ def start_run(algorithm: str, cfg: RLConfig, model, tok, info: dict, train_rows:
           f"{model_note}; held-out accuracy before: {before.get('accuracy', float('nan')):.0%}", flush=True)
     heldout = held_out(measure, cfg, before, model, tok, eval_rows)
     resuming = tracker is not None and tracker.resuming
-    cbs, log_path = run_callbacks(out, callbacks, heldout, append=resuming)
+    cbs, log_path = run_callbacks(out, callbacks, heldout, append=resuming, title=algorithm.upper(),
+                                  budget_s=cfg.max_seconds)
     rollouts = RolloutLog(funcs, cfg.weights, cfg.num_generations,
                           out / "rollouts.jsonl" if cfg.log_rollouts else None,
                           max_completion_length=cfg.max_completion_length, advantage=advantage,

@@ -17,10 +17,18 @@ from labkit.config import SFTConfig
 from labkit.errors import ConfigError
 from labkit.models.logprobs import IGNORE_INDEX, token_logprobs
 from labkit.quiet import quiet_progress
-from labkit.runs.callbacks import Callbacks, JsonlLogger
+from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
-from labkit.stages.common import data_path, saved_model, shows_progress, split_rows, track, trainer_args
+from labkit.stages.common import (
+    data_path,
+    run_callbacks,
+    saved_model,
+    shows_progress,
+    split_rows,
+    track,
+    trainer_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +107,8 @@ def train(cfg: SFTConfig, callbacks=(), *, force: bool = False) -> RunResult:
 
         # 5. trainer: checkpoints in checkpoints/, resumed from the last one when the run continues -----
         checkpoint = run.resume_from
-        log_path = out / "metrics.jsonl"
-        cbs = Callbacks([JsonlLogger(log_path, append=checkpoint is not None), *Callbacks(callbacks)])
+        cbs, log_path = run_callbacks(out, callbacks, append=checkpoint is not None, title="SFT",
+                                      budget_s=cfg.max_seconds)
         trainer = build_trainer(cfg, model, tok, info, train_ds, eval_ds, cbs, run.dir.checkpoints_dir)
         instrument(trainer, run)  # budget ceilings, tokens trained
         start = time.perf_counter()
@@ -150,7 +158,7 @@ def build_trainer(cfg: SFTConfig, model, tok, info: dict, train_ds, eval_ds, cal
 
     args = TRLSFTConfig(
         **trainer_args(cfg, info, out, quiet=shows_progress(callbacks)),
-        weight_decay=cfg.weight_decay, activation_checkpointing=cfg.gradient_checkpointing,
+        weight_decay=cfg.weight_decay,
         eval_strategy="steps" if cfg.eval_every and eval_ds is not None else "no",
         eval_steps=cfg.eval_every or None, padding_free=cfg.padding_free and not cfg.packing,
         packing=cfg.packing,
