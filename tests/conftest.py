@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 # No test may reach a model hub: the whole suite must pass on an offline machine.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Without a GPU, labkit.kernels' Triton kernels run under Triton's interpreter (numpy on the CPU), so
+# tests/kernels checks them there. It must be set before labkit.kernels is first imported, which any test
+# module may do: hence here, the first file pytest loads.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +44,21 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tmp_path_factory):
+    """One vLLM server for the whole session: the embedded model in fp32 (greedy tokens comparable with the
+    hf engine), four LoRA slots up to rank 16, small KV cache. Skips when there is no vLLM environment
+    (`make vllm-env`; CI builds it). Tests that change its base weights put them back."""
+    from labkit.infer import VLLMEngine, vllm_available
+
+    if not vllm_available():
+        msg = "no vLLM environment: run `make vllm-env` (make test builds it)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)   # CI must run the vLLM tests, not skip them
+        pytest.skip(msg)
+    engine = VLLMEngine(dtype="float32", max_model_len=1024, max_loras=4, max_lora_rank=16, max_num_seqs=32,
+                        kv_cache_gb=1, run_dir=tmp_path_factory.mktemp("vllm"))
+    yield engine
+    engine.close()
