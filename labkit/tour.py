@@ -34,6 +34,8 @@ class TourContext:
     # cfg.notebooks, resolved up front
     notebooks: list[pathlib.Path] = dataclasses.field(default_factory=list)
     results: dict[str, dict] = dataclasses.field(default_factory=dict)
+    # the SFT → DPO → GRPO chain: each link's adapter merged into the model the next link starts from
+    chain: dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
 
 
 def stage_setup(ctx: TourContext, report: Report) -> dict:
@@ -96,11 +98,13 @@ def stage_sft(ctx: TourContext, report: Report) -> dict:
     """LoRA SFT on the format data: held-out format accuracy before/after, next to the forgetting probe."""
     from labkit.config import SFTConfig
     from labkit.dash.plots import before_after, loss_curve
+    from labkit.runs.chain import merge_run
     from labkit.stages.sft import train
 
     ctx.model = None  # the stage loads its own trainable copy; free the setup one first
     cfg = SFTConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, output_dir=str(ctx.out_dir / "sft"))
     result = train(cfg)
+    ctx.chain["sft"] = merge_run(result.output_dir)
     m = result.metrics
     report.section("SFT (LoRA)", f"{m['steps']} steps of LoRA SFT (r={cfg.lora_r}) via {m['backend']} on the "
                    "`#### n` answer format. Held-out questions are scored before and after; the forgetting "
@@ -152,16 +156,20 @@ def stage_preference(ctx: TourContext, report: Report) -> dict:
     """DPO on the correct-vs-wrong pairs: held-out preference accuracy before/after and sampled KL."""
     from labkit.config import PreferenceConfig
     from labkit.dash.plots import loss_curve
+    from labkit.runs.chain import merge_run
     from labkit.stages.preference import train
 
-    cfg = PreferenceConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, method="dpo", kinds="slip,guess",
-                                       output_dir=str(ctx.out_dir / "dpo"))
+    # The chain: DPO starts from the SFT model (adapter merged), which is also its reference.
+    cfg = PreferenceConfig.from_preset(ctx.cfg.preset, model=str(ctx.chain["sft"]), method="dpo",
+                                       kinds="slip,guess", output_dir=str(ctx.out_dir / "dpo"))
     result = train(cfg)
+    ctx.chain["dpo"] = merge_run(result.output_dir)
     m = result.metrics
     b, a = m["before"], m["after"]
     report.section("Preference optimisation (DPO)",
-                   f"DPO (β={m['beta']}) with a LoRA adapter, {m['steps']} steps on {m['pairs']} "
-                   "correct-vs-wrong pairs; the reference is the base with the adapter off. Held-out "
+                   f"DPO (β={m['beta']}) with a LoRA adapter on the SFT model, {m['steps']} steps on "
+                   f"{m['pairs']} correct-vs-wrong pairs; the reference is the SFT model (the adapter off). "
+                   "Held-out "
                    "preference accuracy: how often the policy gives the correct reply a higher "
                    "log-probability than the wrong one.")
     report.metrics({"held-out preference accuracy": f"{b['preference_accuracy']:.0%} → "
@@ -181,18 +189,22 @@ def stage_rl(ctx: TourContext, report: Report) -> dict:
     the RL signals."""
     from labkit.config import RLConfig
     from labkit.dash.rl import accuracy_vs_time, rl_curves, rollout_html
+    from labkit.runs.chain import merge_run
     from labkit.stages.grpo import train
 
-    cfg = RLConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model, output_dir=str(ctx.out_dir / "grpo"))
+    # The chain's last link: GRPO starts from the DPO model.
+    cfg = RLConfig.from_preset(ctx.cfg.preset, model=str(ctx.chain["dpo"]),
+                               output_dir=str(ctx.out_dir / "grpo"))
     result = train(cfg)
+    ctx.chain["grpo"] = merge_run(result.output_dir)
     m = result.metrics
     b, a, pre = m["before"], m["after"], m["preflight"] or {}
     report.section("RL from verifiable rewards (GRPO)",
-                   f"GRPO ({cfg.loss_type}) with a LoRA adapter: {m['steps']} steps, {cfg.prompts_per_step} "
-                   f"prompts × {cfg.num_generations} sampled answers each, rewarded by code "
-                   f"({', '.join(m['rewards'])}). Pre-flight sampled a probe batch first: reward signal, "
-                   "truncation and group variance were checked before any step. Held-out accuracy is greedy, "
-                   "on arithmetic questions never trained on.")
+                   f"GRPO ({cfg.loss_type}) with a LoRA adapter on the DPO model: {m['steps']} steps, "
+                   f"{cfg.prompts_per_step} prompts × {cfg.num_generations} sampled answers each, rewarded "
+                   f"by code ({', '.join(m['rewards'])}). Pre-flight sampled a probe batch first: reward "
+                   "signal, truncation and group variance were checked before any step. Held-out accuracy is "
+                   "greedy, on arithmetic questions never trained on.")
     report.metrics({"held-out accuracy": f"{b['accuracy']:.0%} → {a['accuracy']:.0%}",
                     "answer length (tokens)": f"{b['mean_length']:.0f} → {a['mean_length']:.0f}",
                     "pre-flight reward mean": pre.get("reward_mean"),
@@ -224,9 +236,13 @@ def stage_eval(ctx: TourContext, report: Report) -> dict:
         cfg = cfg.replace(tasks=",".join(t for t in cfg.tasks.split(",") if t.strip() != "humaneval"))
     base = evaluate(None, cfg=cfg)
     base.save(ctx.out_dir / "eval" / "base.json")
-    adapter = ctx.out_dir / "sft" / "adapter"
-    tuned = evaluate(None, cfg=cfg.replace(adapter=str(adapter)), name=f"{cfg.model} + SFT adapter")
-    tuned.save(ctx.out_dir / "eval" / "sft.json")
+    # A card per link of the chain (its merged model): the registry stage gates each on it.
+    cards = {}
+    for link, model_dir in ctx.chain.items():
+        cards[link] = evaluate(None, cfg=cfg.replace(model=str(model_dir)),
+                               name=f"{cfg.model} + {link.upper()}")
+        cards[link].save(ctx.out_dir / "eval" / f"{link}.json")
+    tuned = cards["sft"]
     rows = compare(base, tuned, n_boot=cfg.bootstrap, seed=cfg.seed)
     gate = DEFAULT_GATE.check(tuned, baseline=base, n_boot=cfg.bootstrap, seed=cfg.seed)
     report.section("Evaluation suite",
@@ -241,6 +257,9 @@ def stage_eval(ctx: TourContext, report: Report) -> dict:
                    for k in ("task", "metric", "base", "new", "delta", "ci_low", "ci_high", "verdict")}
                   for r in rows if r["slice"] == "all"], caption="base → SFT adapter")
     report.figure(comparison_figure(rows, title="SFT adapter − base, with 95% bootstrap CI"))
+    heads = {"base": base.headline(), **{link: card.headline() for link, card in cards.items()}}
+    report.table([{"metric": k, **{who: h.get(k) for who, h in heads.items()}} for k in heads["base"]],
+                 caption="headline metrics along the chain: base → SFT → DPO → GRPO")
     report.text(f"**Default gate: {'passed' if gate.passed else 'failed'}.** " +
                 ("; ".join(gate.reasons) if gate.reasons
                  else "No headline metric regressed beyond its allowance."))
@@ -251,6 +270,42 @@ def stage_eval(ctx: TourContext, report: Report) -> dict:
             "gate_passed": gate.passed, "judge_agreement": base.headline().get("judge/agreement"),
             "judge_position_a_rate": judge.get("position_a_rate"),
             **{f"base/{k}": v for k, v in base.headline().items()}}
+
+
+def stage_registry(ctx: TourContext, report: Report) -> dict:
+    """The chain into the registry: each link registered with its eval card and promoted through candidate
+    and production, gated against the link before it; the production model's lineage back to the data."""
+    from labkit.config import EvalConfig
+    from labkit.runs.chain import promote_chain
+    from labkit.runs.registry import Registry
+    from labkit.runs.tracking import default_registry
+
+    db = default_registry(ctx.out_dir / "sft")
+    eval_dir = ctx.out_dir / "eval"
+    links = [(link, path, eval_dir / f"{link}.json") for link, path in ctx.chain.items()]
+    steps = promote_chain(db, links, n_boot=EvalConfig.from_preset(ctx.cfg.preset).bootstrap)
+    with Registry(db) as reg:
+        holder = reg.holder("production")
+        graph = reg.lineage(holder) if holder else None
+        history = reg.history("production")
+    report.section("Registry: the chain gated and promoted",
+                   "Each link of SFT → DPO → GRPO is registered with its eval card, promoted to `candidate` "
+                   "(no gate) and then to `production`, where the default gate judges its card against the "
+                   "link that holds production now. A blocked link leaves production where it was. "
+                   f"Registry and lineage: `{db.name}` beside this report (`labkit lineage --db {db}`).")
+    report.table([s.row() for s in steps], caption="promotions, in chain order")
+    report.table([{k: h.get(k) for k in ("at", "action", "label")} for h in history],
+                 caption="production channel history, newest first")
+    if graph is not None:
+        report.text(f"**Lineage of `{holder}`**, back to the base model and data:")
+        report.html(f"<pre>{_escape(graph.to_text())}</pre>")
+    return {"chain_promoted": [s.name for s in steps if s.promoted], "production": holder}
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 def stage_notebooks(ctx: TourContext, report: Report) -> dict:
@@ -280,6 +335,7 @@ STAGES: list[tuple[str, Callable[[TourContext, Report], dict]]] = [
     ("preference", stage_preference),
     ("rl", stage_rl),
     ("eval", stage_eval),
+    ("registry", stage_registry),
     ("notebooks", stage_notebooks),
 ]
 
