@@ -276,6 +276,7 @@ def stage_registry(ctx: TourContext, report: Report) -> dict:
     """The chain into the registry: each link registered with its eval card and promoted through candidate
     and production, gated against the link before it; the production model's lineage back to the data."""
     from labkit.config import EvalConfig
+    from labkit.dash.lineage import lineage_figure
     from labkit.runs.chain import promote_chain
     from labkit.runs.registry import Registry
     from labkit.runs.tracking import default_registry
@@ -298,6 +299,7 @@ def stage_registry(ctx: TourContext, report: Report) -> dict:
                  caption="production channel history, newest first")
     if graph is not None:
         report.text(f"**Lineage of `{holder}`**, back to the base model and data:")
+        report.figure(lineage_figure(graph, title=f"lineage of {holder}"))
         report.html(f"<pre>{_escape(graph.to_text())}</pre>")
     return {"chain_promoted": [s.name for s in steps if s.promoted], "production": holder}
 
