@@ -40,6 +40,7 @@ def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     from peft import PeftModel
 
     from labkit.models.loading import load_model
+    from labkit.quiet import quiet_progress
     from labkit.runs.lineage import content_hash
     from labkit.runs.manifest import RunDir
     from labkit.runs.tracking import default_registry
@@ -63,7 +64,8 @@ def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     model, tok = load_model(base, dtype=torch.float32, device="cpu")
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
-    merged.save_pretrained(tmp)
+    with quiet_progress():
+        merged.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "labkit_merge.json").write_text(json.dumps({"base": base, "adapter": str(adapter.resolve()),
                                                        "adapter_hash": adapter_hash, "run": run.path.name}))
