@@ -28,9 +28,12 @@ class ChainError(LabkitError):
     """A run that cannot be merged or a link that cannot be registered."""
 
 
-def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, scale: float = 1.0,
               registry: str | os.PathLike | None | bool = True) -> Path:
     """Merge a finished LoRA run's adapter into its base model and save it (fp32) as a model directory.
+
+    `scale` multiplies the adapter's alpha/r before the merge: 1.0 merges what was trained; anything else is
+    an experiment (a wrong alpha at export is a classic way to ship a broken model).
 
     `out` defaults to <run>/merged. Done once: a merged folder whose marker names this adapter's hash is
     reused. The merge is recorded in the run's lineage store (`registry`: True for the run's default one,
@@ -40,6 +43,7 @@ def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     from peft import PeftModel
 
     from labkit.models.loading import load_model
+    from labkit.models.lora import scale_adapter
     from labkit.quiet import quiet_progress
     from labkit.runs.lineage import content_hash
     from labkit.runs.manifest import RunDir
@@ -57,18 +61,23 @@ def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     out = Path(out) if out is not None else run.path / "merged"
     marker = out / "labkit_merge.json"
     adapter_hash = content_hash(adapter)
-    if marker.is_file() and json.loads(marker.read_text()).get("adapter_hash") == adapter_hash:
+    done = json.loads(marker.read_text()) if marker.is_file() else {}
+    if done.get("adapter_hash") == adapter_hash and done.get("scale", 1.0) == scale:
         return out
 
     # fp32 base: the merged weights feed another training run, so no rounding to bf16 on the way
     model, tok = load_model(base, dtype=torch.float32, device="cpu")
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    peft_model = PeftModel.from_pretrained(model, str(adapter))
+    if scale != 1.0:
+        scale_adapter(peft_model, scale)
+    merged = peft_model.merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
     with quiet_progress():
         merged.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "labkit_merge.json").write_text(json.dumps({"base": base, "adapter": str(adapter.resolve()),
-                                                       "adapter_hash": adapter_hash, "run": run.path.name}))
+                                                       "adapter_hash": adapter_hash, "scale": scale,
+                                                       "run": run.path.name}))
     if out.exists():
         import shutil
 
@@ -77,11 +86,11 @@ def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
 
     db = default_registry(run.path) if registry is True else registry
     if db:
-        _record_merge(Path(db), run, adapter, out)
+        _record_merge(Path(db), run, adapter, out, scale)
     return out
 
 
-def _record_merge(db: Path, run, adapter: Path, merged: Path) -> None:
+def _record_merge(db: Path, run, adapter: Path, merged: Path, scale: float) -> None:
     from labkit.runs.lineage import Lineage
     from labkit.runs.manifest import model_record
 
@@ -92,9 +101,10 @@ def _record_merge(db: Path, run, adapter: Path, merged: Path) -> None:
                                    meta={"name": record.get("name")})
         adapter_id = lin.add_artifact("adapter", adapter)
         # kind "model": the id the next run's manifest gives its base, so the chain links up
-        merged_id = lin.add_artifact("model", merged, meta={"merged_from": adapter_id})
-        lin.record_run(f"merge-{adapter_id.split(':')[-1]}", inputs=[base_id, adapter_id],
-                       outputs=[merged_id], stage="merge", path=merged, status="done")
+        merged_id = lin.add_artifact("model", merged, meta={"merged_from": adapter_id, "scale": scale})
+        run_id = f"merge-{adapter_id.split(':')[-1]}" + (f"-x{scale:g}" if scale != 1.0 else "")
+        lin.record_run(run_id, inputs=[base_id, adapter_id], outputs=[merged_id], stage="merge", path=merged,
+                       status="done", meta={"scale": scale})
 
 
 @dataclasses.dataclass
