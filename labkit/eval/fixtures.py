@@ -37,27 +37,38 @@ SCHEMAS = {
 def readme(counts: dict[str, int]) -> str:
     """data_samples/eval/README.md: the look-alike fixtures (one row per file) and the real benchmark items
     (one row per file, with source, commit, licence and selection, from labkit.eval.real_items.SOURCES)."""
-    from labkit.eval.real_items import SOURCES
+    from labkit.eval.real_items import NOTICES, SOURCES
 
     lines = ["# data_samples/eval", "",
              "Two kinds of eval rows, both in the real benchmark's schema, so the same loader reads "
              "either.", "",
              "## Real benchmark items (`*_real.jsonl`)", "",
-             "Items copied unchanged from the benchmarks' public repositories at a pinned commit (sha256 "
-             "checked), a",
-             "fixed selection each, by `python -m labkit.eval.real_items build --from <git dirs>`. Offline, "
-             "EvalConfig",
-             "source \"auto\" (the default) and \"real\" read them, so offline numbers are on the "
-             "benchmark's own questions.",
-             "They keep their licences, listed here; each task's published protocol is in "
-             "`labkit/eval/real_items.py`.", "",
+             "Items copied unchanged from public repositories at a pinned commit (sha256 checked), a fixed "
+             "selection",
+             "each, by `python -m labkit.eval.real_items build --from <git dirs>`. Where the readable copy "
+             "is not the",
+             "authors' own file (HellaSwag, ARC), every shipped row is also checked against a second, "
+             "independent copy",
+             "(its witness, pinned the same way; nothing of it is shipped). Offline, EvalConfig source "
+             "\"auto\" (the",
+             "default) and \"real\" read them, so offline numbers are on the benchmark's own questions. They "
+             "keep",
+             "their licences, listed here; each task's published protocol is in `labkit/eval/real_items.py`.",
+             "HellaSwag and ARC are not eval-suite tasks: their scorers (labkit.eval.hellaswag, "
+             "labkit.eval.arc)",
+             "read them, as bench/published_figures.py does.", "",
              "| file | rows | from (repository @ commit) | licence | selection |",
              "| --- | --- | --- | --- | --- |"]
     for src in SOURCES.values():
         where = f"github.com/{src.repo} @ `{src.commit[:12]}`"
         if src.origin != src.repo:
             where += f"; a copy of {src.origin}"
+        if src.witness is not None:
+            w = src.witness
+            where += (f". Witness: github.com/{w.repo} @ `{w.commit[:12]}` ({', '.join(w.files)}; "
+                      f"{w.licence}): {w.check}")
         lines.append(f"| `{src.file_name}` | {src.rows} | {where} | {src.licence} | {src.selection} |")
+    lines += [line for notice in NOTICES.values() for line in ("", notice)]
     lines += ["",
               "## Look-alike fixtures (`<task>.jsonl`)", "",
               "Small items written by labkit itself (no benchmark data), for unit tests, smoke presets and "

@@ -23,8 +23,9 @@ through the chat template.
   not shown: plain text, no chat template, "The following are questions about <subject>.\nQuestion: …\n
   Answer:", and each option's text (with a leading space) is scored as a continuation; the pick is the
   highest summed log-probability divided by the option's length in characters (lighteval's
-  acc_norm_nospace). Four scored continuations per row, so about four times the cost of loglik. A small
-  model that cannot yet map an answer to a letter still shows what it knows here.
+  acc_norm_nospace; the scorer is labkit.eval.cloze, shared with HellaSwag and ARC). Four scored
+  continuations per row, so about four times the cost of loglik. A small model that cannot yet map an
+  answer to a letter still shows what it knows here.
 
 Slices: subject.
 """
@@ -40,6 +41,7 @@ import torch
 from labkit.config import EvalConfig
 from labkit.data.chat import encode
 from labkit.errors import DataError
+from labkit.eval import cloze
 from labkit.eval.tasks import (
     Metric,
     Scored,
@@ -139,36 +141,27 @@ def cloze_prompt(row: dict) -> str:
     return f"The following are questions about {subject}.\nQuestion: {row['question']}\nAnswer:"
 
 
-def cloze_logprobs(model, tok, rows: list[dict], batch_size: int = 8) -> list[list[float]]:
-    """Per row, the summed log-probability of each option's text (" " + option) after cloze_prompt.
+def cloze_options(row: dict) -> list[str]:
+    """The continuations scored in cloze mode: each option's text after a space."""
+    return [" " + str(c) for c in row["choices"]]
 
-    The option's tokens are those of prompt + option past the longest prefix shared with the prompt's own
-    tokens, so a merge across the boundary is scored as the model would read the whole text."""
-    seqs, masks = [], []
-    for r in rows:
-        context = encode(tok, cloze_prompt(r))
-        for choice in r["choices"]:
-            whole = encode(tok, cloze_prompt(r) + " " + str(choice))
-            shared = next((i for i, (a, b) in enumerate(zip(context, whole)) if a != b), len(context))
-            seqs.append(whole)
-            masks.append([0] * shared + [1] * (len(whole) - shared))
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    totals = [lp for lp, _ in masked_logps(model, seqs, masks, pad_id=pad_id, batch_size=batch_size)]
-    return [totals[i:i + 4] for i in range(0, len(totals), 4)]
+
+def cloze_logprobs(model, tok, rows: list[dict], batch_size: int = 8) -> list[list[float]]:
+    """Per row, the summed log-probability of each option's text (" " + option) after cloze_prompt
+    (labkit.eval.cloze.choice_logprobs: a merge across the boundary is scored as the model reads the whole
+    text)."""
+    return cloze.choice_logprobs(model, tok, [cloze_prompt(r) for r in rows],
+                                 [cloze_options(r) for r in rows], batch_size)
 
 
 def score_cloze(rows: list[dict], logprobs: list[list[float]]) -> list[Scored]:
     """`accuracy_cloze`: the answer's option has the highest log-probability per character (a tie that
-    includes it scores 1/k, as in score_logprobs)."""
+    includes it scores 1/k, as in score_logprobs; labkit.eval.cloze.score_choices)."""
     if len(rows) != len(logprobs):
         raise ValueError(f"{len(rows)} rows but {len(logprobs)} log-prob lists")
-    scores = []
-    for i, (r, lp) in enumerate(zip(rows, logprobs)):
-        normed = [x / max(1, len(str(c))) for x, c in zip(lp, r["choices"])]
-        top = top_letters(normed)
-        scores.append(Scored("accuracy_cloze", str(r.get("id", i)),
-                             1 / len(top) if r["answer"] in top else 0.0, {"subject": str(r["subject"])}))
-    return scores
+    return [Scored("accuracy_cloze", str(r.get("id", i)),
+                   cloze.score_choices(lp, cloze_options(r), r["answer"]), {"subject": str(r["subject"])})
+            for i, (r, lp) in enumerate(zip(rows, logprobs))]
 
 
 # ---- generate ----------------------------------------------------------------------------------------------
