@@ -194,6 +194,7 @@ DEFAULT_GATE = Gate([
     Rule("gsm8k", "accuracy", max_regression=0.05, required=False),
     Rule("mmlu", "accuracy_loglik", max_regression=0.05, required=False),
     Rule("mmlu", "accuracy_generate", max_regression=0.05, required=False),
+    Rule("mmlu", "accuracy_cloze", max_regression=0.05, required=False),
     Rule("humaneval", "pass@1", max_regression=0.05, required=False),
     Rule("ifeval", "prompt_accuracy", max_regression=0.05, required=False),
     Rule("safety", "refusal_rate", max_regression=0.10, required=False),

@@ -83,3 +83,14 @@ def test_default_gate_fails_a_worse_card_and_passes_the_same_one():
     worse = card([0, 1, 0, 0, 1, 0, 0, 1], over_refusal=[0] * 8)
     result = DEFAULT_GATE.check(worse, baseline=base)
     assert not result.passed and result.reasons[0].startswith("mmlu/accuracy_loglik regressed by 0.375")
+
+
+def test_default_gate_judges_every_mmlu_mode():
+    # A mode the gate has no rule for lets any regression through (a model pruned to half its layers fell
+    # from 65% to 29% MMLU-cloze and was still promoted before the cloze rule existed).
+    from labkit.eval.gates import DEFAULT_GATE
+    from labkit.eval.tasks import get_tasks
+
+    (mmlu,) = get_tasks("mmlu")
+    ruled = {r.metric for r in DEFAULT_GATE.rules if r.task == "mmlu" and r.max_regression is not None}
+    assert {m.name for m in mmlu.metrics} <= ruled
