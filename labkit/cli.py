@@ -85,6 +85,29 @@ def _vllm_env(args: argparse.Namespace) -> int:
     return subprocess.call(["bash", str(script)])
 
 
+def _nightly(args: argparse.Namespace) -> int:
+    """Run every notebook (or --notebooks) in a preset and compare the metrics each records with the last good
+    night; with --canary, in a throwaway venv with the newest TRL, transformers, PEFT and datasets. Exit 1 on
+    any failure or regression."""
+    from pathlib import Path
+
+    from labkit.runs import nightly
+    from labkit.runs.notebooks import NOTEBOOKS_DIR, select_notebooks
+
+    books = select_notebooks(args.notebooks, Path(args.notebook_dir) if args.notebook_dir else NOTEBOOKS_DIR)
+    common = {"out": args.out, "preset": args.preset, "timeout": args.timeout, "workers": args.workers,
+              "keep_artifacts": args.keep_artifacts}
+    if args.canary:
+        night, report = nightly.run_canary(books, reference=args.baseline or None, env_dir=args.env or None,
+                                           keep_env=args.keep_env, **common)
+    else:
+        night, report = nightly.run_nightly(books, baseline=args.baseline or None, **common)
+    print("\n".join(nightly.summary_lines(report)
+                    + (nightly.canary_lines(report) if args.canary else [])))
+    print(f"report: {(night / 'report.html').resolve()}")
+    return nightly.exit_code(report)
+
+
 def _open_registry(args: argparse.Namespace, *, create: bool = False):
     from labkit.runs.registry import Registry
 
@@ -165,6 +188,18 @@ def _show(args: argparse.Namespace) -> int:
         print(f"git      {m['git'].get('commit')}" + (" (dirty)" if m["git"].get("dirty") else ""))
         print("versions " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v))
         print(f"manifest {out['manifest_hash'][:16]}")
+    if st.get("telemetry"):
+        t = st["telemetry"]
+        print(f"time     {t['wall_seconds']:.1f} s: loop {t['loop_seconds']:.1f} s (generation "
+              f"{t['generation_seconds']:.1f}, scoring {t['scoring_seconds']:.1f}, eval "
+              f"{t['eval_seconds']:.1f}, update {t['update_seconds']:.1f})")
+        print(f"tokens   {t['tokens']:,} ({t['tokens_generated']:,} generated, {t['tokens_trained']:,} "
+              f"trained); peak memory {t['peak_rss_bytes'] / 2**30:.2f} GiB RSS"
+              + (f", {t['peak_cuda_bytes'] / 2**30:.2f} GiB CUDA" if t.get("peak_cuda_bytes") else ""))
+        for name, d in t.get("scores", {}).items():
+            if d.get("n"):
+                print(f"score    {name}: mean {d['mean']:.4g} ± {d['std']:.3g}, p05 {d['p05']:.4g}, "
+                      f"p50 {d['p50']:.4g}, p95 {d['p95']:.4g} (n {d['n']})")
     if "lineage" in out:
         print(f"inputs   {', '.join(out['lineage']['inputs']) or '-'}")
         print(f"outputs  {', '.join(out['lineage']['outputs']) or '-'}")
@@ -201,9 +236,38 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume(args: argparse.Namespace) -> int:
+    """Continue a run from its last checkpoint with its own manifest (a finished one: only with --force)."""
+    from labkit.runs.tracking import find_run
+    from labkit.stages.resume import resume
+
+    result = resume(find_run(args.run, args.root), force=args.force)
+    status = result.metrics.get("run", {}).get("status", "done")
+    print(f"{result.stage}: {status}; {result.output_dir}")
+    return 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    """Compare two runs' score distributions; exit 1 when one moved (for nightly jobs)."""
+    from labkit.metrics.drift import compare_scores
+    from labkit.runs.tracking import find_run, run_scores
+
+    a, b = (find_run(ref, args.root) for ref in (args.run_a, args.run_b))
+    scores_a, scores_b = run_scores(a.path), run_scores(b.path)
+    reports = compare_scores(scores_a, scores_b, alpha=args.alpha, min_psi=args.min_psi)
+    if not reports:
+        raise LabkitError(f"no score both runs recorded: {a.path} has {sorted(scores_a) or 'none'}, "
+                          f"{b.path} has {sorted(scores_b) or 'none'}")
+    for report in reports:
+        print(report)
+    return 1 if any(r.moved for r in reports) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `labkit` argument parser; each subcommand sets `func`, the handler `main` calls."""
     p = argparse.ArgumentParser(prog="labkit", description=__doc__)
+    p.add_argument("--verbose", action="store_true",
+                   help="show everything: the trainers' raw logs and bars, and the libraries' warnings")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("tour", help="run the post-training chain headless and write an HTML report")
@@ -247,6 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("vllm-env", help="build .venv-vllm, the CPU vLLM environment the vllm engine runs in")
     v.set_defaults(func=_vllm_env)
 
+    nt = sub.add_parser("nightly", help="run every notebook, compare the metrics they record with the last "
+                        "good night, write an HTML + JSON report; exit 1 on a failure or regression")
+    nt.add_argument("--preset", default="cpu-smoke", help="preset the notebooks run in")
+    nt.add_argument("--notebooks", default="all", help="name substrings, comma-separated, or all")
+    nt.add_argument("--out", default="runs/nightly", help="folder of nights (one subfolder per run)")
+    nt.add_argument("--baseline", default="",
+                    help="a night folder or report.json to compare with (default: the last good night; "
+                    "with --canary, the newest night)")
+    nt.add_argument("--timeout", type=int, default=600, help="seconds one cell may run")
+    nt.add_argument("--workers", type=int, default=1, help="notebooks executed at once")
+    nt.add_argument("--keep-artifacts", action="store_true",
+                    help="keep what the notebooks wrote (adapters, models) next to the executed copies")
+    nt.add_argument("--notebook-dir", default="", help="folder of NN_*.ipynb notebooks (default: labkit's)")
+    nt.add_argument("--canary", action="store_true",
+                    help="run in a throwaway venv with the newest trl, transformers, peft and datasets")
+    nt.add_argument("--keep-env", action="store_true", help="with --canary: keep the venv it built")
+    nt.add_argument("--env", default="", help="with --canary: build the venv here, or reuse one built here")
+    nt.set_defaults(func=_nightly)
+
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", default="runs/registry.sqlite",
                           help="the lineage and registry SQLite file (default: runs/registry.sqlite)")
@@ -280,6 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="point a channel back at the version that held it before")
     rb.add_argument("channel")
     rb.set_defaults(func=_rollback)
+    rs = sub.add_parser("resume", help="continue a run from its last checkpoint, with its own manifest")
+    rs.add_argument("run", help="a run folder, or a run id / folder name under --root")
+    rs.add_argument("--root", default="runs", help="folder searched for run folders")
+    rs.add_argument("--force", action="store_true", help="run a finished run again (the old folder is kept)")
+    rs.set_defaults(func=_resume)
+    dr = sub.add_parser("drift", help="did a reward's (or a reward model's) scores move between two runs")
+    dr.add_argument("run_a", help="the reference run (folder, or run id under --root)")
+    dr.add_argument("run_b", help="the run compared with it")
+    dr.add_argument("--root", default="runs", help="folder searched for run folders")
+    dr.add_argument("--alpha", type=float, default=0.01, help="KS test significance level")
+    dr.add_argument("--min-psi", type=float, default=0.1, help="smallest PSI that counts as a move")
+    dr.set_defaults(func=_drift)
     return p
 
 
@@ -289,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     `argv` defaults to sys.argv[1:]. Example: `main(["eval", "--preset", "cpu-smoke"])`.
     """
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        from labkit.quiet import set_verbose
+
+        set_verbose()
     try:
         return args.func(args)
     except LabkitError as exc:  # a message for a person, not a traceback

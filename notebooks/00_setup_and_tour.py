@@ -128,3 +128,11 @@ for row, out in zip(rows, outputs):
 # 1. Ask the chat box a multi-step arithmetic question. Where does a 135M model go wrong?
 # 2. Add a `system` turn to `conversation` and re-run the token view: is the system prompt trained on?
 # 3. Set `PRESET = "cpu-smoke"` and run all cells: what changes, and what stays the same?
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import near, record
+
+record(parameters_m=near(n_params / 1e6, tol=0), vocabulary=near(len(tok), tol=0),
+       baseline_reply_tokens=near(sum(len(o.token_ids) for o in outputs) / len(outputs), tol="25%"))

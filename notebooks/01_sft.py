@@ -125,3 +125,12 @@ loss_curve(result.log_path)
 # 2. Train with `loss_on="all"` (a `SFTConfig` field): does the format still stick? What happens to the
 #    probe loss, and why?
 # 3. Halve `max_steps`: where on the loss curve does the format accuracy jump?
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import higher, lower, record
+
+record(format_accuracy=higher(m["after"]["format_accuracy"], tol=0.15),
+       answer_accuracy=higher(m["after"]["answer_accuracy"], tol=0.15),
+       probe_loss=lower(m["after"]["probe_loss"], tol="10%"))

@@ -245,3 +245,14 @@ print("files:", sorted(p.name for p in path.iterdir()))
 #    max logit difference now, and does it change any greedy reply in the export comparison?
 # 3. Blend with `method="ties"` at `density` 0.2 and 0.9, and with `method="cat"`. Which blend keeps
 #    *both* skills: the `#### n` format on the arithmetic question and a sensible general answer?
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import higher, record
+
+record(lora_format_accuracy=higher(fmt.metrics["after"]["format_accuracy"], tol=0.15),
+       qlora_format_accuracy=higher(qlora.metrics["after"]["format_accuracy"], tol=0.15),
+       qlora_merge_passed=higher(qcheck.passed, tol=0),
+       export_identical=higher(sum(a.text == b.text for a, b in zip(with_adapter, exported)) / len(heldout),
+                               tol=0))

@@ -160,3 +160,12 @@ pd.concat({name: pd.DataFrame(rows).set_index("n") for name, rows in lab["curves
 # 2. Train the clean model with `center_rewards=0.01`. What happens to the reward scale and to calibration?
 # 3. Drop the `padded` pairs from the biased model's training set. Is the bias gone, and what does that
 #    say about where reward-model biases come from?
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import higher, lower, record
+
+record(rm_accuracy=higher(clean.metrics["after"]["accuracy"], tol=0.15),
+       biased_rm_accuracy=higher(biased.metrics["after"]["accuracy"], tol=0.15),
+       rm_calibration_error=lower(expected_calibration_error(clean.metrics["calibration"]), tol=0.15))

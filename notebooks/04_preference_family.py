@@ -122,3 +122,12 @@ compare_methods(results)
 # 2. Add `padded` to `KINDS`. Which methods learn "concise beats padded", and which per-token ones prefer
 #    the padded replies?
 # 3. Flip 20% of the training labels (edit a copy of the JSONL) and compare `dpo` with `robust`.
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import higher, record
+
+after = {name: r.metrics["after"]["preference_accuracy"] for name, r in results.items()}
+record(dpo_accuracy=higher(after["dpo"], tol=0.15), kto_accuracy=higher(after["kto"], tol=0.15),
+       mean_accuracy=higher(sum(after.values()) / len(after), tol=0.1))

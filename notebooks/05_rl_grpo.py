@@ -130,3 +130,11 @@ RolloutBrowser(result.output_dir)
 #    argues that per-sequence averaging rewards long wrong answers less than short ones; do you see it?
 # 4. Write a reward that the policy can hack (say, "reply contains the answer anywhere"), try it in the
 #    playground, then train with it and find the hack in the rollout browser.
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import higher, near, record
+
+record(heldout_accuracy=higher(m["after"]["accuracy"], tol=0.15),
+       mean_answer_tokens=near(m["after"]["mean_length"], tol="30%"))

@@ -112,3 +112,11 @@ accuracy_vs_time([{"method": k, **point} for k, r in results.items() for point i
 # 1. Give PPO an adaptive KL controller (`kl_target=0.05`) and watch `kl_coef` move.
 # 2. Set `num_generations=2`. GRPO's std and RLOO's baseline both get noisy; which degrades more?
 # 3. Double PPO's `ppo_epochs`. More reuse of each batch: faster or unstable? Check the clip fraction.
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import higher, record
+
+record(**{f"{name}_accuracy": higher(r.metrics["after"]["accuracy"], tol=0.15)
+          for name, r in results.items()})

@@ -121,3 +121,11 @@ rounds_plot(rounds)
 # 2. Set `k=1`. How much of the gain came from sampling several answers per prompt?
 # 3. Verify with `verify_steps` as well as the final answer (pass your own `reward=`): keep only answers
 #    whose every step is right. Does held-out accuracy move differently?
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import higher, record
+
+record(heldout_accuracy=higher(result.metrics["after"]["heldout_accuracy"], tol=0.15),
+       verified_rate=higher(rounds[-1]["verified_rate"], tol=0.15))

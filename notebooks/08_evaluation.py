@@ -208,3 +208,13 @@ pd.DataFrame(base.samples["judge"])
 #    regression limits, and why?
 # 4. Make the judge fairer: judge with a different local model (`judge_model=`), or change the judge
 #    prompt in `labkit.eval.judge`, and see whether agreement rises.
+
+# %%
+# Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
+# last good night (higher/lower is better; tol is how far one may move the wrong way).
+from labkit.runs.nightly import higher, lower, record
+
+record(gsm8k_accuracy=higher(base.value("gsm8k", "accuracy"), tol=0.15),
+       mmlu_accuracy_loglik=higher(base.value("mmlu", "accuracy_loglik"), tol=0.15),
+       over_refusal_rate=lower(base.value("safety", "over_refusal_rate"), tol=0.15),
+       gate_blocks_poisoned=higher(not verdict.passed, tol=0))

@@ -60,18 +60,20 @@ def strip_widget_state(nb) -> int:
             if WIDGET_MIME in data:
                 del data[WIDGET_MIME]
                 removed += 1
-        cell["outputs"] = [o for o in cell.get("outputs", []) if o.get("output_type") != "display_data"
-                           or o.get("data")]
+        if "outputs" in cell:  # code cells only: a markdown cell with an outputs key is invalid nbformat
+            cell["outputs"] = [o for o in cell["outputs"] if o.get("output_type") != "display_data"
+                               or o.get("data")]
     return removed
 
 
 def run_notebook(path: str | os.PathLike, *, out_dir: str | os.PathLike, preset: str = "cpu-smoke",
                  parameters: dict[str, Any] | None = None, timeout: int = 600,
-                 raise_on_error: bool = True) -> NotebookRun:
+                 raise_on_error: bool = True, kernel_name: str = "python3") -> NotebookRun:
     """Execute one notebook with papermill (PRESET injected into its `parameters` cell).
 
     The executed copy lands in out_dir with widget state stripped. With raise_on_error=False a failed
-    run returns ok=False and the error text instead of raising.
+    run returns ok=False and the error text instead of raising. `timeout` is per cell, in seconds;
+    `kernel_name` a Jupyter kernelspec (the nightly canary runs its own venv's python through one).
     """
     import nbformat
     import papermill as pm
@@ -83,7 +85,7 @@ def run_notebook(path: str | os.PathLike, *, out_dir: str | os.PathLike, preset:
     start = time.perf_counter()
     error = ""
     try:
-        pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
+        pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=kernel_name,
                             cwd=str(out.parent), execution_timeout=timeout, progress_bar=False,
                             log_output=False)
     except Exception as exc:  # papermill wraps cell errors; keep the message, decide below
@@ -99,7 +101,7 @@ def run_notebook(path: str | os.PathLike, *, out_dir: str | os.PathLike, preset:
 
 
 def run_notebooks(paths: list[pathlib.Path], *, out_dir: str | os.PathLike, preset: str = "cpu-smoke",
-                  workers: int = 1) -> list[NotebookRun]:
+                  workers: int = 1, timeout: int = 600, kernel_name: str = "python3") -> list[NotebookRun]:
     """Run several notebooks (never raising), `workers` at a time, in the order given.
 
     With more than one worker each runs in its own fresh (spawned) process and its kernels get one thread
@@ -107,7 +109,8 @@ def run_notebooks(paths: list[pathlib.Path], *, out_dir: str | os.PathLike, pres
     load), so two at once on two cores finish sooner than two threads each, one after the other.
     """
     if workers <= 1:
-        return [run_notebook(p, out_dir=out_dir, preset=preset, raise_on_error=False) for p in paths]
+        return [run_notebook(p, out_dir=out_dir, preset=preset, raise_on_error=False, timeout=timeout,
+                             kernel_name=kernel_name) for p in paths]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -115,8 +118,8 @@ def run_notebooks(paths: list[pathlib.Path], *, out_dir: str | os.PathLike, pres
     os.environ["OMP_NUM_THREADS"] = "1"  # spawned workers and their kernels inherit it
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_notebook, p, out_dir=out_dir, preset=preset, raise_on_error=False)
-                       for p in paths]
+            futures = [pool.submit(run_notebook, p, out_dir=out_dir, preset=preset, raise_on_error=False,
+                                   timeout=timeout, kernel_name=kernel_name) for p in paths]
             return [f.result() for f in futures]
     finally:
         if saved is None:
