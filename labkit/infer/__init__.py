@@ -3,6 +3,10 @@
     from labkit.infer import SamplingParams, make_engine
     with make_engine("hf") as engine:
         out = engine.generate(["2 + 2 ="], SamplingParams(max_new_tokens=8, logprobs=True))
+
+Labs on top of them, each returning table rows and plotly figures (imported on demand):
+labkit.infer.speculative (prompt lookup and draft models), labkit.infer.quant (fp32/bf16/int8/NF4/GGUF),
+labkit.infer.agreement (engine vs trainer log-probs) and labkit.infer.batching (static vs continuous).
 """
 
 from __future__ import annotations
