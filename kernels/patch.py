@@ -10,8 +10,9 @@
   without labels, generation included, keep the model's own forward);
 - PEFT LoRA linear layers (one active plain adapter, no dropout while training) with `lora_linear`.
 Modules it cannot handle exactly are left alone and named in the report. `unpatch(model)` restores every
-forward it replaced. On a machine where Triton does not run, the patched forwards take each op's torch path,
-so a patched model is always correct, only faster or leaner where the kernels run.
+forward it replaced. On a machine where Triton does not run, the patched forwards take each op's torch path
+(LoRA layers: PEFT's own forward), so a patched model is always correct, only faster or leaner where the
+kernels run.
 
 TRL's SFTTrainer installs its own chunked LM head; patch such a model with lm_head=False.
 """
@@ -26,6 +27,7 @@ from labkit.kernels.cross_entropy import IGNORE_INDEX, linear_cross_entropy
 from labkit.kernels.lora import lora_linear
 from labkit.kernels.rmsnorm import rms_norm
 from labkit.kernels.rope import apply_rope
+from labkit.kernels.runtime import use_triton
 from labkit.kernels.swiglu import swiglu
 
 # Attention classes whose forward `_attention_forward` reproduces (checked against transformers 5.23).
@@ -116,6 +118,10 @@ def _lora_forward(self, x, *args, **kwargs):
                                                       and dropout.p > 0):
         return type(self).forward(self, x, *args, **kwargs)          # DoRA etc., or adapter-input dropout
     base = self.base_layer
+    if not use_triton(x, self.lora_A[name].weight):
+        # PEFT's own path then: lora_linear's torch path would keep a dequantized copy of a 4-bit base
+        # weight alive for backward (measured: 3x a QLoRA step's memory on Qwen2.5-0.5B's shapes on CPU).
+        return type(self).forward(self, x)
     return lora_linear(x, base.weight, self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name],
                        base.bias)
 
@@ -130,8 +136,10 @@ def _kind(module: nn.Module) -> str | None:
     if all(hasattr(module, p) for p in ("gate_proj", "up_proj", "down_proj")) and \
             type(getattr(module, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation"):
         return "swiglu"
-    if name.endswith("ForCausalLM") and isinstance(getattr(module, "lm_head", None), nn.Linear) \
-            and hasattr(module, "model"):
+    # Own children only: PEFT's PeftModelForCausalLM also ends in ForCausalLM and forwards lm_head and model
+    # to the model it wraps, which gets this patch itself.
+    if name.endswith("ForCausalLM") and isinstance(module._modules.get("lm_head"), nn.Linear) \
+            and "model" in module._modules:
         return "lm_head"
     if hasattr(module, "lora_A") and isinstance(getattr(module, "base_layer", None), nn.Linear):
         return "lora"

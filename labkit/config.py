@@ -115,6 +115,11 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+# The `kernels` field of the training configs (labkit.models.adapters.load_for_training applies it).
+KERNELS_HELP = ("swap RMSNorm, RoPE, SwiGLU and the LoRA layers for labkit.kernels (Triton on a GPU, their "
+                "torch path elsewhere); TRL keeps its own LM-head loss")
+
+
 @dataclasses.dataclass
 class SetupConfig(Config):
     """Notebook 00 and the first part of `labkit tour`: load, inspect and chat with a model."""
@@ -175,8 +180,11 @@ class SFTConfig(Config):
     dtype: str = field("auto", "auto (bf16 where native) | float32 | bfloat16 | float16",
                        choices=("auto", "float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = field(False, "trade compute for memory; off for small models on CPU")
-    backend: str = field("auto", "auto: Unsloth when on CUDA and installed, else PEFT | peft | unsloth",
+    backend: str = field("auto", "auto: Unsloth when on CUDA and installed, else PEFT | peft | unsloth "
+                         "(CUDA, or CPU with Unsloth 2026.10.9+, whose import patches TRL for the whole "
+                         "process)",
                          choices=("auto", "peft", "unsloth"))
+    kernels: bool = field(False, KERNELS_HELP)
     eval_every: int = field(0, "eval loss on the held-out rows every N steps (0 = only at the end)")
     n_eval: int = field(50, "held-out rows scored by generation before and after training")
     eval_max_new_tokens: int = field(32, "tokens generated per held-out reply")
@@ -256,6 +264,7 @@ class PreferenceConfig(Config):
     warmup_ratio: float = field(0.05, "fraction of steps spent warming up")
     precompute_ref: bool = field(True, "score the reference once before training instead of every step, "
                                  "when the run sees more pairs than the dataset holds")
+    kernels: bool = field(False, KERNELS_HELP)
     n_eval: int = field(80, "held-out pairs scored before and after training")
     eval_every: int = field(0,
                             "held-out preference accuracy and KL every N steps (0 = before and after only)")
@@ -341,6 +350,7 @@ class RLConfig(Config):
     lr_scheduler: str = field("constant", "transformers scheduler name")
     warmup_ratio: float = field(0.0, "fraction of steps spent warming up")
     grad_accum: int = field(1, "gradient accumulation steps")
+    kernels: bool = field(False, KERNELS_HELP)
     loss_type: str = field("grpo", "GRPO: grpo | dr_grpo | dapo (how token losses are averaged)",
                            choices=RL_LOSS_TYPES)
     scale_rewards: str = field("group",
@@ -358,8 +368,8 @@ class RLConfig(Config):
     kl_horizon: int = field(100, "PPO: adaptive KL controller horizon in steps")
     use_vllm: bool = field(False, "GRPO: generate rollouts with vLLM (on CPU: `make vllm-env` first)")
     vllm_mode: str = field("engine",
-                           "engine (labkit's vLLM server process, the adapter pushed in each step; CPU or GPU) | "
-                           "colocate / server (TRL's own: vLLM importable here, GPU)",
+                           "engine (labkit's vLLM server process, the adapter pushed in each step; CPU or "
+                           "GPU) | colocate / server (TRL's own: vLLM importable here, GPU)",
                            choices=("engine", "colocate", "server"))
     preflight: bool = field(True, "run the RL pre-flight checks on a probe batch before training")
     probe_prompts: int = field(4, "prompts in the pre-flight probe batch")

@@ -17,4 +17,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
       "will be skipped" >&2
   fi
 fi
+# Unsloth's CPU backend (tests/stages/test_unsloth_cpu.py): installed with --no-deps beside torch 2.13.0;
+# a no-op when present. Fatal under CI, where its test must run.
+bash scripts/setup_unsloth.sh || { [ -n "${CI:-}" ] && exit 1; echo "labkit test: installing Unsloth failed: its tests will be skipped" >&2; }
 exec "$VENV/bin/python" -m pytest -m "not slow and not gpu" "$@"

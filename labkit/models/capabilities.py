@@ -1,4 +1,5 @@
-"""Capability report: which accelerators and optional packages this machine has, and why not if not."""
+"""Capability report: which accelerators and optional packages this machine has, and why not if not, and
+which training backend (PEFT, Unsloth) each stage can use here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import html
 import importlib.metadata as md
 import importlib.util
 import os
+import pathlib
 import platform
 
 import torch
@@ -54,6 +56,50 @@ def _bitsandbytes(cuda: bool) -> Capability:
     return Capability("bitsandbytes", True, True, ver, f"4-bit NF4 layers run on {where}")
 
 
+def unsloth_cpu_backend() -> bool:
+    """Whether the installed Unsloth has a CPU backend (unsloth/_cpu_init.py, from 2026.10.9 on).
+
+    Checked on disk, without importing unsloth: the import patches transformers and TRL for the process."""
+    spec = importlib.util.find_spec("unsloth")
+    if spec is None or not spec.origin:
+        return False
+    return (pathlib.Path(spec.origin).parent / "_cpu_init.py").is_file()
+
+
+def _unsloth(cuda: bool) -> Capability:
+    ver = _installed("unsloth", "unsloth")
+    if ver is None:
+        cpu = "" if cuda else "; on CPU `bash scripts/setup_unsloth.sh` installs its CPU backend (SFT only)"
+        return Capability("unsloth", False, False, "",
+                          f"not installed: pip install 'labkit[gpu]' on a machine with an NVIDIA GPU{cpu}")
+    if cuda:
+        return Capability("unsloth", True, True, ver, "CUDA device present")
+    if not unsloth_cpu_backend():
+        return Capability("unsloth", True, False, ver, "installed, but this version has no CPU backend "
+                          "(2026.10.9+ has) and needs an NVIDIA GPU; on CPU labkit trains with PEFT")
+    return Capability("unsloth", True, True, ver, "CPU backend: SFT with backend='unsloth' (opt-in; its "
+                      "import patches TRL for the whole process); the other stages train with PEFT")
+
+
+def stage_backends(cuda: bool, unsloth: bool, unsloth_cpu: bool) -> dict[str, str]:
+    """Which training backend each labkit stage can use on this machine, and why.
+
+    On CPU, Unsloth's backend (2026.10.9) supports only TRL's SFTTrainer: it loads a stock PEFT model and
+    patches SFT's loss (chunked cross-entropy). A DPO or GRPO run forced onto its loader trains with stock
+    TRL and gives PEFT's losses (tests/stages/test_unsloth_cpu.py checks both), so labkit keeps those on
+    PEFT. The reward model never goes through Unsloth."""
+    if cuda:
+        lora = "unsloth (auto), peft" if unsloth else "peft (auto; install labkit[gpu] for Unsloth)"
+        return {"sft": lora, "preference": lora, "grpo / rloo / ppo": lora, "reward": "peft"}
+    if not unsloth_cpu:
+        return {"sft": "peft", "preference": "peft", "grpo / rloo / ppo": "peft", "reward": "peft"}
+    return {"sft": "peft (auto), unsloth (backend='unsloth': Unsloth's CPU backend, LoRA and QLoRA)",
+            "preference": "peft: Unsloth's CPU backend supports only SFTTrainer (forced, DPO is stock TRL)",
+            "grpo / rloo / ppo": "peft: Unsloth's CPU backend supports only SFTTrainer and has no fast "
+                                 "generation (forced, GRPO is stock TRL)",
+            "reward": "peft"}
+
+
 def _gpu_only(name: str, module: str, dist: str, extra: str, cuda: bool, cpu_note: str) -> Capability:
     ver = _installed(module, dist)
     if ver is None:
@@ -97,11 +143,11 @@ def capability_report() -> CapabilityReport:
                                "for tests" if interp else "no GPU; set TRITON_INTERPRET=1 to run kernels "
                                "slowly"))
     rows.append(_bitsandbytes(cuda))
-    rows.append(_gpu_only("unsloth", "unsloth", "unsloth", "gpu", cuda,
-                          "on CPU labkit trains (Q)LoRA with plain PEFT instead"))
+    unsloth = _unsloth(cuda)
+    rows.append(unsloth)
     rows.append(_gpu_only("vllm", "vllm", "vllm", "vllm", cuda,
                           "PyPI's vllm wheels are CUDA builds; on CPU labkit generates with transformers"))
-    return CapabilityReport(rows)
+    return CapabilityReport(rows, stage_backends(cuda, unsloth.present, unsloth.usable and not cuda))
 
 
 @dataclasses.dataclass
@@ -109,6 +155,7 @@ class CapabilityReport:
     """What `capability_report` found: rows by name (`report["cuda"].usable`), printed as a table."""
 
     rows: list[Capability]
+    stages: dict[str, str] = dataclasses.field(default_factory=dict)   # stage → its training backends here
 
     def __getitem__(self, name: str) -> Capability:
         for r in self.rows:
@@ -129,6 +176,9 @@ class CapabilityReport:
             mark = "✓" if r.usable else "·"
             lines.append(f"{mark:2}{r.name:<13}{'yes' if r.present else 'no':<9}"
                          f"{'yes' if r.usable else 'no':<8}{r.version[:15]:<16}{r.detail}")
+        if self.stages:
+            lines += ["", "training backends by stage"]
+            lines += [f"{'':2}{stage:<20}{backends}" for stage, backends in self.stages.items()]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -141,4 +191,10 @@ class CapabilityReport:
                      "yes" if r.usable else "no", r.version, r.detail]
             body += "<tr>" + "".join(f"<td style='padding:2px 8px;color:{color if i == 0 else 'inherit'}'>"
                                      f"{html.escape(str(c))}</td>" for i, c in enumerate(cells)) + "</tr>"
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        stages = "".join(f"<tr><td style='padding:2px 8px'>{html.escape(k)}</td>"
+                         f"<td style='padding:2px 8px'>{html.escape(v)}</td></tr>"
+                         for k, v in self.stages.items())
+        if stages:
+            stages = ("<p style='margin:6px 0 2px'>training backends by stage</p>"
+                      f"<table><tbody>{stages}</tbody></table>")
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{stages}"

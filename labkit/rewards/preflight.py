@@ -16,7 +16,7 @@ import dataclasses
 import html
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from labkit.errors import DataError, LabkitError
@@ -301,7 +301,8 @@ def _ignore(*args: Any, **kwargs: Any) -> None:
 def preflight(model: Any, tokenizer: Any, prompts: Sequence[Any], reward_funcs: Sequence[Any], *,
               columns: dict[str, Sequence[Any]] | None = None, reward_weights: Sequence[float] | None = None,
               num_generations: int = 4, max_completion_length: int = 64, temperature: float = 1.0,
-              probe_prompts: int = 4, seed: int = 0, samples: int = 8) -> PreflightReport:
+              probe_prompts: int = 4, seed: int = 0, samples: int = 8,
+              sample: Callable[[list], list] | None = None) -> PreflightReport:
     """Sample a probe batch with the training settings and run every check; raise PreflightError on failure.
 
     Takes the first `probe_prompts` prompts (and the same rows of `columns`, e.g. {"answer": [...]}),
@@ -309,6 +310,10 @@ def preflight(model: Any, tokenizer: Any, prompts: Sequence[Any], reward_funcs: 
     completions for message-list prompts; the repeated columns, `completion_ids` and `trainer_state` as
     kwargs), validates each output, then checks truncation, reward signal and group variance on the
     weighted total.
+
+    `sample(prompts)` replaces the sampler (labkit.models.generate on `model` at `temperature`): it gets the
+    probe prompts, each repeated num_generations times, and returns one labkit.models.generate.Generation
+    per prompt; a run that rolls out with another engine (vLLM) probes with that engine.
     """
     from transformers import TrainerState
 
@@ -333,8 +338,11 @@ def preflight(model: Any, tokenizer: Any, prompts: Sequence[Any], reward_funcs: 
     repeated = [p for p in probe for _ in range(g)]  # TRL order: a prompt's G completions are consecutive
     cols = {k: [v for v in list(vals)[:len(probe)] for _ in range(g)] for k, vals in columns.items()}
     # Templated strings are passed through as is; message lists get the chat template inside generate.
-    gens = generate(model, tokenizer, repeated, do_sample=True, temperature=temperature,
-                    max_new_tokens=max_completion_length, seed=seed, chat=conversational)
+    if sample is not None:
+        gens = sample(repeated)
+    else:
+        gens = generate(model, tokenizer, repeated, do_sample=True, temperature=temperature,
+                        max_new_tokens=max_completion_length, seed=seed, chat=conversational)
     completions = [[{"role": "assistant", "content": o.text}] if conversational else o.text for o in gens]
     n = len(completions)
 

@@ -12,6 +12,9 @@ Before a step is spent, the pre-flight checks (labkit.rewards.preflight) sample 
 run with a message if the prompts are untemplated, a reward function returns the wrong shape, everything is
 truncated, or the rewards cannot produce a gradient (never non-zero, or equal within every group).
 
+With `use_vllm=True` the rollouts come from labkit's vLLM engine (a server process; the adapter is pushed
+into it every step) through TRL's rollout_func: labkit.stages.engine_rollouts.
+
 RLOO (labkit.stages.rloo) runs through the same `train_with`; only TRL's trainer and its config differ.
 Sections: 1 setup · 2 data · 3 model · 4 pre-flight · 5 baseline eval · 6 trainer · 7 eval · 8 save
 (4-5 and 7 are shared with PPO: labkit.stages.rl_common.start_run / finish_run).
@@ -46,8 +49,9 @@ def train(cfg: RLConfig, callbacks=(), reward_funcs=None, *, force: bool = False
             `fn(prompts, completions, **columns) -> list[float]`, used instead of the names in cfg.rewards
             (cfg.reward_weights then weighs them).
         force: run again even when this manifest already finished in cfg.output_dir (else a no-op).
-        engine: with use_vllm and vllm_mode "engine", a running labkit VLLMEngine to roll out with (one
-            server shared by several runs); by default the run starts one and stops it at the end.
+        engine: with use_vllm and vllm_mode "engine", a running labkit engine to roll out with (a VLLMEngine
+            shared by several runs; any labkit.infer Engine works); by default the run starts a VLLMEngine
+            and stops it at the end (labkit.stages.engine_rollouts).
     Returns:
         a RunResult whose metrics hold held-out greedy accuracy `before` / `after`, the `curve` of accuracy
         against training seconds, the pre-flight summary, steps, losses and `telemetry` (generation's share
@@ -96,7 +100,7 @@ def train_with(algorithm: str, cfg: RLConfig, callbacks=(), reward_funcs=None, *
         # 3. model ------------------------------------------------------------------------------------
         model, tok, info = adapters.load_for_training(
             cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
-            device=cfg.device, seed=cfg.seed)
+            device=cfg.device, seed=cfg.seed, kernels=cfg.kernels)
         # rollouts from labkit's vLLM engine (use_vllm, vllm_mode "engine"), None for TRL's own generation
         rollout = engine_rollouts.attach(cfg, out, info, tok, stack, engine)
 

@@ -102,7 +102,7 @@ def train(cfg: RLConfig, callbacks=(), *, force: bool = False) -> RunResult:
         # 3. model: LoRA policy + value head on the same trunk -----------------------------------------
         model, tok, info = adapters.load_for_training(
             cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
-            device=cfg.device, seed=cfg.seed)
+            device=cfg.device, seed=cfg.seed, kernels=cfg.kernels)
         device = torch.device(info["device"])
         net = PolicyWithValue(model, model.config.hidden_size).to(device)
         # Dropout off in every forward (eval mode still has gradients): with dropout the ratio π/π_old would

@@ -99,7 +99,7 @@ def train(cfg: PreferenceConfig, callbacks=(), *, force: bool = False) -> RunRes
         # 3. model ------------------------------------------------------------------------------------
         model, tok, info = adapters.load_for_training(
             cfg.model, method="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, dtype=cfg.dtype,
-            device=cfg.device, max_length=cfg.max_length, seed=cfg.seed)
+            device=cfg.device, max_length=cfg.max_length, seed=cfg.seed, kernels=cfg.kernels)
         print(f"{cfg.method.upper()} via {METHODS[cfg.method]['trainer']} on {len(train_rows)} pairs; "
               f"LoRA r={cfg.lora_r}, {info['trainable_params']:,} trainable; reference = the base with the "
               f"adapter off", flush=True)

@@ -92,10 +92,11 @@ def train(cfg: SFTConfig, callbacks=(), *, force: bool = False) -> RunResult:
             cfg.model, method=cfg.method, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout, targets=cfg.target_modules, dtype=cfg.dtype, device=cfg.device,
             backend=cfg.backend, max_length=cfg.max_length, gradient_checkpointing=cfg.gradient_checkpointing,
-            seed=cfg.seed)
+            seed=cfg.seed, kernels=cfg.kernels)
         print(f"SFT {cfg.method} via {info['backend']} ({info['backend_reason']}); "
               f"{info['trainable_params']:,} of {info['total_params']:,} parameters trainable; compute dtype "
-              f"{info['compute_dtype']}", flush=True)
+              f"{info['compute_dtype']}"
+              + (f"; labkit.kernels patched {info['kernels']}" if "kernels" in info else ""), flush=True)
 
         # 4. baseline eval ----------------------------------------------------------------------------
         model.eval()

@@ -15,16 +15,28 @@ def test_report_covers_every_component():
     assert "unsloth" in text and "vllm" in text
     assert "<table>" in report._repr_html_()
     assert set(report.to_dict()) == set(names)
+    # which training backend each stage can use here, printed under the table
+    assert {"sft", "preference", "grpo / rloo / ppo", "reward"} == set(report.stages)
+    assert "training backends by stage" in text and "training backends by stage" in report._repr_html_()
 
 
 def test_gpu_extras_say_what_to_install_or_why_not():
     report = capability_report()
     if torch.cuda.is_available():
         return
-    for name, extra in (("unsloth", "gpu"), ("vllm", "vllm")):
-        row = report[name]
-        assert not row.usable
-        assert (f"labkit[{extra}]" in row.detail) if not row.present else ("GPU" in row.detail)
+    row = report["vllm"]
+    assert not row.usable
+    assert ("labkit[vllm]" in row.detail) if not row.present else ("GPU" in row.detail)
+    # Unsloth 2026.10.9+ has a CPU backend (SFT only, opt-in); older releases need a GPU.
+    row = report["unsloth"]
+    if not row.present:
+        assert not row.usable and "labkit[gpu]" in row.detail and "setup_unsloth.sh" in row.detail
+    elif row.usable:
+        assert "CPU backend" in row.detail and "unsloth" in report.stages["sft"]
+    else:
+        assert "GPU" in row.detail
+    assert all(stages == "peft" or stages.startswith("peft") for name, stages in report.stages.items()
+               if name != "sft"), "on CPU only SFT can train through Unsloth"
     bnb = report["bitsandbytes"]
     # bitsandbytes 0.50 runs 4-bit layers on CPU: the report must have actually exercised one.
     assert bnb.usable == bnb.present
