@@ -13,6 +13,7 @@ function and `<op>_reference()` in plain torch:
     patch.py          patch, unpatch                swap a Llama/Qwen model's forwards for these ops
     runtime.py        backend_name, use_triton      where Triton runs; tile sizes for GPU vs interpreter
     profiling.py      peak_bytes                    peak allocator memory of a call, CPU or GPU
+    compare.py        side_by_side, ce_memory       each op beside its reference; chunked CE memory (nb 11)
 
 Each public function runs its kernels on a GPU, or on the CPU under TRITON_INTERPRET=1 (set before the first
 import; slow, for tests), and its torch path anywhere else; `backend_name()` says which. The cross-entropy and
