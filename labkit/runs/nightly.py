@@ -29,15 +29,19 @@ A night
 writes one folder per run::
 
     runs/nightly/2026-05-01_021500/           report.json, report.html, notebooks/<executed>.ipynb
-    runs/nightly/canary-2026-05-01_031500/    a canary run, the same files (kind "canary")
+    runs/nightly/canary-2026-05-01_031500/    a canary run, the same files (kind "canary") and pip.log
+
+The notebooks run with notebooks/ as their working folder; what they write there (adapters, a merged
+model) is removed after the night unless ``--keep-artifacts``. ``--timeout`` is per cell.
 
 It compares each notebook with the **last good night**: the newest earlier nightly folder of the same
-preset whose report has no failures and no regressions (or ``--baseline``, a night folder or its
-report.json). A failed notebook (its cell, exception and line are in the report), a notebook that records
-no metrics, a metric the last good night had and this one lacks, and a non-finite value are **failures**; a
-metric beyond its tolerance on the worse side is a **regression**; a notebook much slower than last time,
-a metric much better, a notebook or metric with no baseline are **info**. The exit code is 1 on any
-failure or regression, else 0.
+preset whose report has no failures and no regressions, among those that ran the notebook (so a night of
+``--notebooks 05`` alone does not hide the other notebooks' baselines); or with ``--baseline``, one night
+folder or its report.json. A failed notebook (its cell, exception and line are in the report), a
+notebook that records no metrics, a metric the last good night had and this one lacks, and a non-finite
+value are **failures**; a metric beyond its tolerance on the worse side is a **regression**; a notebook
+much slower than last time, a metric much better, a notebook or metric with no baseline are **info**.
+The exit code is 1 on any failure or regression, else 0.
 
 The canary
 ----------
@@ -45,8 +49,9 @@ The canary
 torch==2.13.0 first, labkit's other dependencies at their pins, labkit itself from this checkout and the
 embedded model (both ``--no-deps``), then ``pip install -U trl transformers peft datasets`` with torch
 constrained to 2.13.0, and runs the notebooks with that venv's python as the kernel. Its report says which
-notebooks break (cell, exception, line) against the newest nightly run of the same preset, which metrics
-moved, the versions tested against the pinned ones, and any upgrade pip could not resolve.
+notebooks break (cell, exception, line) against each one's newest nightly run of the same preset (or
+``--baseline``), which metrics moved, the versions tested against the pinned ones, and any upgrade pip
+could not resolve.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ _NIGHT = re.compile(r"^(canary-)?\d{4}-\d{2}-\d{2}_\d{6}(-\d+)?$")
 @dataclasses.dataclass(frozen=True)
 class Metric:
     """One recorded number with its direction (higher | lower | near | track) and tolerance: absolute, or
-    a fraction of the baseline value when `relative`. A NaN or infinite value is kept as NaN."""
+    a fraction of the baseline value when `relative`. A NaN or infinite value is kept: it fails the night."""
 
     value: float
     direction: str = "track"
@@ -172,10 +177,20 @@ def near(value: Any, tol: float | str = 0.0) -> Metric:
     return _metric(value, "near", tol)
 
 
-def metrics_table(metrics: dict[str, Metric]) -> tuple[str, str]:
-    """(plain text, HTML) tables of recorded metrics, for the notebook's display."""
+def _whole(x: float | None) -> float | int | None:
+    """A whole number as an int, so a table shows 49152, not 4.915e+04."""
+    return int(x) if x is not None and math.isfinite(x) and float(x).is_integer() and abs(x) < 1e15 else x
+
+
+def _fmt(x: float | None) -> str:
     from labkit.runs.report import format_value
 
+    return format_value(_whole(x))
+
+
+def metrics_table(metrics: dict[str, Metric]) -> tuple[str, str]:
+    """(plain text, HTML) tables of recorded metrics, for the notebook's display."""
+    format_value = _fmt
     width = max(map(len, metrics))
     lines = [f"  {name:{width}s}  {format_value(m.value):>10s}  {m.tolerance_text()}"
              for name, m in metrics.items()]
@@ -359,10 +374,6 @@ class Finding:
                 if v is not None or k in ("kind", "notebook")}
 
 
-def _fmt(x: float) -> str:
-    from labkit.runs.report import format_value
-
-    return format_value(x)
 
 
 def judge(metric: Metric, baseline: float) -> tuple[str, float]:
@@ -510,6 +521,39 @@ def last_good_night(out: str | os.PathLike, preset: str, *, before: str | None =
     return good[-1] if good else None
 
 
+def baseline_results(nights: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Per notebook, (its entry, the night's report) from the newest of `nights` (oldest first) that ran it,
+    so a night of a few notebooks (`--notebooks 05`) does not hide the others' last good results."""
+    found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for report in reversed(nights):
+        for entry in report["notebooks"]:
+            found.setdefault(entry["name"], (entry, report))
+    return found
+
+
+def earlier_nights(out: str | os.PathLike, preset: str, *, before: str | None = None,
+                   good_only: bool = True) -> list[dict]:
+    """The nightly reports of `preset` under `out` (older than the night named `before` when given), oldest
+    first; with good_only, only those without failures and regressions."""
+    return [r for r in list_nights(out, preset=preset)
+            if (before is None or pathlib.Path(r["_dir"]).name < before) and (is_good(r) or not good_only)]
+
+
+def against(outcomes: list[Outcome],
+            found: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list[Finding], dict[str, Any]]:
+    """compare() with each notebook's baseline from baseline_results(); also the report fields naming them:
+    baseline (the nights used, comma-separated), baselines (notebook → night), baseline_notebooks,
+    baseline_versions (the newest night used)."""
+    used = {o.name: found[o.name] for o in outcomes if o.name in found}
+    findings = compare(outcomes, [Outcome.from_dict(entry) for entry, _ in used.values()] if found else None)
+    nights = sorted({report["_dir"] for _, report in used.values()})
+    newest = max((report for _, report in used.values()), key=lambda r: r["_dir"], default={})
+    return findings, {"baseline": ", ".join(nights) or None,
+                      "baselines": {name: report["_dir"] for name, (_, report) in used.items()},
+                      "baseline_notebooks": [entry for entry, _ in used.values()],
+                      "baseline_versions": newest.get("versions", {})}
+
+
 def new_night_dir(out: str | os.PathLike, prefix: str = "") -> pathlib.Path:
     """A fresh folder `out/<prefix>YYYY-MM-DD_HHMMSS` (with -2, -3… if that second is taken)."""
     root = pathlib.Path(out)
@@ -559,12 +603,12 @@ def render_html(report: dict[str, Any]):
     r.section("Regressions", "Metrics beyond their tolerance on the worse side of the baseline night."
               if regs else "None.")
     if regs:
-        r.table([{"notebook": f["notebook"], "metric": f.get("metric"), "value": f.get("value"),
-                  "baseline": f.get("baseline"), "detail": f["message"]} for f in regs])
+        r.table([{"notebook": f["notebook"], "metric": f.get("metric"), "value": _whole(f.get("value")),
+                  "baseline": _whole(f.get("baseline")), "detail": f["message"]} for f in regs])
     if "canary" in report:
         c = report["canary"]
-        said = [f"pip could not resolve: {u}." for u in c.get("unresolved", [])]
-        said += [f"pip says: {n}." for n in c.get("pip_notes", [])]
+        said = [f"pip could not resolve: {u}" for u in c.get("unresolved", [])]
+        said += [f"pip says: {n}" for n in c.get("pip_notes", [])]
         r.section("Versions", "The canary's packages next to labkit's pins and the baseline night's "
                   "versions.\n\n" + "\n".join(f"- {line}" for line in said))
         ref = report.get("baseline_versions") or {}
@@ -581,8 +625,8 @@ def render_html(report: dict[str, Any]):
         b = (base.get(nb["name"]) or {}).get("metrics", {})
         for name, m in nb["metrics"].items():
             metric = Metric.from_dict(m)
-            rows.append({"notebook": nb["name"], "metric": name, "value": metric.value,
-                         "baseline": b[name]["value"] if name in b else None,
+            rows.append({"notebook": nb["name"], "metric": name, "value": _whole(metric.value),
+                         "baseline": _whole(b[name]["value"]) if name in b else None,
                          "judged": metric.tolerance_text()})
     r.table(rows)
     info = [f for f in findings if f["kind"] == "info"]
@@ -673,19 +717,18 @@ def run_nightly(notebooks: list[pathlib.Path], *, out: str | os.PathLike = "runs
     _check_preset(preset)
     if not notebooks:
         raise LabkitError("no notebooks to run")
-    base = load_night(baseline) if baseline else None  # a bad --baseline fails before any work
+    given = [load_night(baseline)] if baseline else None  # a bad --baseline fails before any work
     night_dir = new_night_dir(out)
-    if base is None:
-        base = last_good_night(out, preset, before=night_dir.name)
+    found = baseline_results(given or earlier_nights(out, preset, before=night_dir.name))
+    names = sorted({report["_dir"] for entry, report in found.values()
+                    if entry["name"] in {nb.name for nb in notebooks}})
     log(f"nightly {night_dir} ({preset}): {len(notebooks)} notebook(s); baseline "
-        f"{base['_dir'] if base else 'none (first good night)'}")
+        f"{', '.join(names) or 'none (no earlier good night ran them)'}")
     outcomes = execute(notebooks, night_dir, preset=preset, timeout=timeout, workers=workers,
                        keep_artifacts=keep_artifacts, log=log)
-    base_outcomes = [Outcome.from_dict(d) for d in base["notebooks"]] if base else None
-    report = build_report(outcomes, compare(outcomes, base_outcomes), night=night_dir.name, preset=preset,
-                          kind="nightly", baseline=base["_dir"] if base else None, versions=_versions(),
-                          git=_git(),
-                          extra={"baseline_notebooks": base["notebooks"] if base else []})
+    findings, fields = against(outcomes, found)
+    report = build_report(outcomes, findings, night=night_dir.name, preset=preset, kind="nightly",
+                          baseline=fields.pop("baseline"), versions=_versions(), git=_git(), extra=fields)
     write_report(night_dir, report)
     return night_dir, report
 
@@ -893,12 +936,15 @@ def run_canary(notebooks: list[pathlib.Path], *, out: str | os.PathLike = "runs/
     _check_preset(preset)
     if not notebooks:
         raise LabkitError("no notebooks to run")
-    ref = load_night(reference) if reference else (list_nights(out, preset=preset) or [None])[-1]
+    refs = [load_night(reference)] if reference else None
     given = env_dir is not None
     env = pathlib.Path(env_dir) if given else pathlib.Path(tempfile.mkdtemp(prefix="labkit-canary-")) / "env"
     night_dir = new_night_dir(out, prefix="canary-")
+    # each notebook against its newest nightly run, good or not: what the pinned versions do today
+    found = baseline_results(refs or earlier_nights(out, preset, good_only=False))
+    used = ", ".join(sorted({r["_dir"] for _, r in found.values()}))
     log(f"canary {night_dir} ({preset}): venv {env}; compared with "
-        f"{ref['_dir'] if ref else 'no nightly run (run `labkit nightly` first)'}")
+        f"{used or 'no nightly run (run `labkit nightly` first)'}")
     plan = canary_plan(env, repo=repo_root())
     marker = env / ".labkit-canary.json"
     try:
@@ -927,17 +973,15 @@ def run_canary(notebooks: list[pathlib.Path], *, out: str | os.PathLike = "runs/
             shutil.rmtree(env.parent, ignore_errors=True)
         elif not given:
             log(f"  canary env kept: {env}")
-    ref_outcomes = [Outcome.from_dict(d) for d in ref["notebooks"]] if ref else None
-    findings = compare(outcomes, ref_outcomes)
+    findings, fields = against(outcomes, found)
     broken = [f.notebook for f in findings if f.kind == "failure" and f.baseline_ok]
     canary = {"versions": {k: built["versions"].get(k) for k in ("torch", *CANARY_PACKAGES, "accelerate")},
               "pinned": plan.pinned, "unresolved": built["unresolved"], "pip_notes": built.get("notes", []),
               "broken": broken,
               "env": str(env) if (keep_env or given) else None, "pip_log": "pip.log"}
     report = build_report(outcomes, findings, night=night_dir.name, preset=preset, kind="canary",
-                          baseline=ref["_dir"] if ref else None, versions=built["versions"], git=_git(),
-                          extra={"canary": canary, "baseline_notebooks": ref["notebooks"] if ref else [],
-                                 "baseline_versions": ref.get("versions", {}) if ref else {}})
+                          baseline=fields.pop("baseline"), versions=built["versions"], git=_git(),
+                          extra={"canary": canary, **fields})
     write_report(night_dir, report)
     return night_dir, report
 
@@ -946,7 +990,7 @@ def canary_lines(report: dict[str, Any]) -> list[str]:
     """The canary's versions, unresolved upgrades and broken notebooks, for the terminal."""
     c = report["canary"]
     lines = ["  versions tested (pinned): " + ", ".join(
-        f"{k} {v}" + ("" if v == c["pinned"].get(k) else f" ({c['pinned'].get(k)})")
+        f"{k} {v}" + ("" if (v or "").split("+")[0] == c["pinned"].get(k) else f" ({c['pinned'].get(k)})")
         for k, v in c["versions"].items())]
     lines += [f"  pip could not resolve: {u}" for u in c["unresolved"]]
     lines += [f"  pip says: {n}" for n in c.get("pip_notes", [])]

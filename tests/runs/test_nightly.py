@@ -153,6 +153,34 @@ def test_last_good_night_skips_bad_nights_and_other_presets(tmp_path):
         nightly.load_night(tmp_path / "2026-01-07_010000")
 
 
+def test_each_notebook_is_compared_with_the_last_good_night_that_ran_it(tmp_path):
+    def night(name, accs, *, failures=0):
+        outcomes = [Outcome(nb, True, 1, metrics={"acc": higher(acc, tol=0.05)}) for nb, acc in accs.items()]
+        d = tmp_path / name
+        d.mkdir()
+        report = nightly.build_report(outcomes, [], night=name, preset="cpu-smoke", kind="nightly",
+                                      baseline=None)
+        report["summary"]["failures"] = failures
+        (d / "report.json").write_text(json.dumps(report))
+
+    night("2026-01-01_010000", {"a": 0.8, "b": 0.8})
+    night("2026-01-02_010000", {"b": 0.6})                      # a night of notebook b alone
+    night("2026-01-03_010000", {"a": 0.1}, failures=1)          # a bad night: never a baseline
+    found = nightly.baseline_results(nightly.earlier_nights(tmp_path, "cpu-smoke", before="2026-01-04"))
+    assert {k: (e["metrics"]["acc"]["value"], r["night"]) for k, (e, r) in found.items()} == {
+        "a": (0.8, "2026-01-01_010000"), "b": (0.6, "2026-01-02_010000")}
+    now = [Outcome("a", True, 1, metrics={"acc": higher(0.7, tol=0.05)}),
+           Outcome("b", True, 1, metrics={"acc": higher(0.6, tol=0.05)}),
+           Outcome("c", True, 1, metrics={"x": Metric(1)})]
+    findings, fields = nightly.against(now, found)
+    assert [(f.kind, f.notebook) for f in findings] == [("regression", "a"), ("info", "c")]
+    assert fields["baseline"] == f"{tmp_path / '2026-01-01_010000'}, {tmp_path / '2026-01-02_010000'}"
+    assert fields["baselines"] == {"a": str(tmp_path / "2026-01-01_010000"),
+                                   "b": str(tmp_path / "2026-01-02_010000")}
+    everything = nightly.earlier_nights(tmp_path, "cpu-smoke", good_only=False)
+    assert nightly.baseline_results(everything)["a"][1]["night"] == "2026-01-03_010000"  # the canary's view
+
+
 # ---- real nights on tiny notebooks ---------------------------------------------------------------------
 
 
