@@ -47,6 +47,13 @@ def main() -> None:
     ap.add_argument("--naive-prompts", type=int, default=4,
                     help="the naive loop times this many prompts and scales (it is the slow baseline)")
     ap.add_argument("--engines", default="naive,hf,hf-continuous,vllm")
+    ap.add_argument("--vllm-max-num-seqs", type=int, default=None,
+                    help="vllm: --max-num-seqs (default: the batch)")
+    ap.add_argument("--vllm-kv-cache-gb", type=int, default=2, help="vllm: VLLM_CPU_KVCACHE_SPACE in GiB")
+    ap.add_argument("--vllm-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="vLLM server environment, e.g. VLLM_CPU_OMP_THREADS_BIND=0-1 (repeatable)")
+    ap.add_argument("--vllm-arg", action="append", default=[],
+                    help="extra vLLM server argument, e.g. --vllm-arg=--enable-prefix-caching (repeatable)")
     args = ap.parse_args()
     engines = args.engines.split(",")
     model, tok = load_model(dtype=args.dtype)
@@ -66,9 +73,12 @@ def main() -> None:
     vllm = None
     if "vllm" in engines:
         if vllm_available():
-            vllm = VLLMEngine(dtype=args.dtype, enable_lora=False, max_num_seqs=max(args.batch, 8),
-                              max_model_len=1024)
-            print(f"vllm engine started in {vllm.start_seconds:.1f} s (log: {vllm.log_path})", flush=True)
+            env = dict(kv.split("=", 1) for kv in args.vllm_env)
+            vllm = VLLMEngine(dtype=args.dtype, enable_lora=False, max_model_len=1024,
+                              max_num_seqs=args.vllm_max_num_seqs or max(args.batch, 8),
+                              kv_cache_gb=args.vllm_kv_cache_gb, extra_args=args.vllm_arg, env=env)
+            print(f"vllm engine started in {vllm.start_seconds:.1f} s (log: {vllm.log_path}; "
+                  f"env {env or '-'}, args {args.vllm_arg or '-'})", flush=True)
             vllm.generate(prompts[:2], SamplingParams(max_new_tokens=4))   # first request pays lazy set-up
             runners["vllm"] = (lambda: vllm.generate(prompts, sampling), args.batch * args.tokens)
         else:

@@ -91,8 +91,8 @@ class Engine(Protocol):
 
     def update_weights(self, state_dict: Mapping[str, Any] | None = None, *, adapter: str | None = None,
                        path: str | None = None) -> float:
-        """Refit the engine in place (new base weights, or an adapter reloaded from `path`); returns seconds
-        taken."""
+        """Refit the running engine in place, no restart: new base weights (`state_dict`), or a loaded
+        adapter's new weights (`adapter` with `path`, or with its PEFT `state_dict`); returns the seconds."""
         ...
 
     def sleep(self) -> None:

@@ -78,6 +78,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent(parent: int):
+    """A Popen preexec_fn (Linux; None elsewhere): the child gets SIGTERM when `parent` exits, so a notebook
+    or test run that is killed leaves no vLLM server holding memory and cores behind."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:     # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
 def _tail(path: pathlib.Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -121,6 +140,7 @@ class VLLMEngine:
         self._proc: subprocess.Popen | None = None
         self._log = None
         self._weights_dir: pathlib.Path | None = None
+        self._version = 0
         args = [vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
                 "--served-model-name", BASE_NAME, "--host", "127.0.0.1", "--port", str(self.port),
                 "--dtype", dtype, "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
@@ -149,9 +169,11 @@ class VLLMEngine:
         env.update(extra_env)
         self._log = open(self.log_path, "ab")
         t0 = time.perf_counter()
-        # A new session lets close() stop the server and the engine processes it forks, and only those.
+        # A new session lets close() stop the server and the engine processes it forks, and only those; the
+        # server also gets SIGTERM if this process dies without close() (killed, out of memory).
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                      cwd=self.run_dir, start_new_session=True)
+                                      cwd=self.run_dir, start_new_session=True,
+                                      preexec_fn=_die_with_parent(os.getpid()))
         while True:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
@@ -278,46 +300,89 @@ class VLLMEngine:
     # -- adapters and weights -------------------------------------------------------------------------
 
     def load_adapter(self, name: str, path: str | os.PathLike) -> None:
-        """Hot-load a saved PEFT LoRA adapter under `name` (replacing one of that name); no restart."""
+        """Hot-load a saved PEFT LoRA adapter under `name` (replacing one of that name); no restart.
+
+        vLLM keys its prefix cache on (adapter name, path): reloading a name from the same path (new weights
+        saved over old ones) would reuse KV computed with the old weights, so that case resets the cache.
+        """
         if not self.enable_lora:
             raise ConfigError("enable_lora", "start the vLLM engine with enable_lora=True to serve adapters")
         if name == BASE_NAME:
             raise ConfigError("name", f"'{BASE_NAME}' is the base model's name; pick another adapter name")
-        if name in self.adapters:
+        path = str(pathlib.Path(path).resolve())
+        if not (pathlib.Path(path) / "adapter_config.json").exists():
+            raise EngineError(f"{path} is not a saved PEFT adapter (no adapter_config.json); save one with "
+                              f"model.save_pretrained(path)")
+        previous = self.adapters.get(name)
+        if previous is not None:
+            # Unloading first gives the reload a new LoRA id, so the workers read the new weights.
             self._request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
-        self._request("POST", "/v1/load_lora_adapter",
-                      {"lora_name": name, "lora_path": str(pathlib.Path(path).resolve())})
-        self.adapters[name] = str(path)
+            del self.adapters[name]
+        self._request("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        self.adapters[name] = path
+        if previous == path:
+            self._request("POST", "/reset_prefix_cache")
+
+    def unload_adapter(self, name: str) -> None:
+        """Stop serving the adapter `name` (later calls with adapter=name fail until it is loaded again)."""
+        if name not in self.adapters:
+            raise EngineError(f"adapter '{name}' is not loaded; loaded: {sorted(self.adapters) or 'none'}")
+        self._request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        path = self.adapters.pop(name)
+        if self._weights_dir is not None and pathlib.Path(path).parent == self._weights_dir:
+            shutil.rmtree(path, ignore_errors=True)
 
     def update_weights(self, state_dict: Mapping[str, Any] | None = None, *, adapter: str | None = None,
                        path: str | os.PathLike | None = None) -> float:
-        """Refit the running server; returns the seconds it took (writing the tensors included).
+        """Refit the running server without a restart; returns the seconds it took (writing files included).
 
         - adapter + path: reload that adapter from a saved directory;
-        - state_dict: new base-model weights (plain transformers names; a subset is fine), written as
+        - adapter + state_dict: new LoRA weights for a loaded adapter (PEFT's adapter state-dict names, as
+          `peft.get_peft_model_state_dict` gives them), written with its adapter_config.json to a fresh
+          directory and hot-loaded (a fresh path, so no prefix-cache entry of the old weights is reused);
+        - state_dict alone: new base-model weights (plain transformers names; a subset is fine), written as
           safetensors and loaded in place by the workers (`reload_weights`), then the prefix cache is reset.
         """
+        from safetensors.torch import save_file
+
         t0 = time.perf_counter()
         if adapter is not None:
-            if path is None:
-                raise ConfigError("update_weights",
-                                  "the vllm engine refits an adapter from a saved directory: "
-                                  "pass path= with adapter=")
-            self.load_adapter(adapter, path)
+            if path is not None:
+                self.load_adapter(adapter, path)
+            elif state_dict is not None:
+                if adapter not in self.adapters:
+                    raise EngineError(f"adapter '{adapter}' is not loaded; load it from a saved directory "
+                                      f"(engine.load_adapter('{adapter}', path)) before refitting it")
+                old = pathlib.Path(self.adapters[adapter])
+                self._version += 1
+                target = self._scratch() / f"{adapter}-v{self._version}"
+                target.mkdir()
+                shutil.copy(old / "adapter_config.json", target / "adapter_config.json")
+                save_file({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()},
+                          str(target / "adapter_model.safetensors"))
+                self.load_adapter(adapter, target)
+                if old.parent == self._weights_dir:   # an earlier refit of ours: no longer served
+                    shutil.rmtree(old, ignore_errors=True)
+            else:
+                raise ConfigError("update_weights", "pass path= or state_dict= with adapter=")
         elif state_dict is not None:
-            from safetensors.torch import save_file
-
-            if self._weights_dir is None:
-                self._weights_dir = pathlib.Path(tempfile.mkdtemp(prefix="labkit-refit-"))
-            target = self._weights_dir / "model.safetensors"
+            target = self._scratch() / "base"
+            target.mkdir(exist_ok=True)
             # clone(): tied weights (embeddings = lm_head) share storage, which safetensors refuses to write.
-            save_file({k: v.detach().to("cpu").clone() for k, v in state_dict.items()}, str(target))
+            save_file({k: v.detach().to("cpu").clone() for k, v in state_dict.items()},
+                      str(target / "model.safetensors"))
             self._request("POST", "/collective_rpc",
-                          {"method": "reload_weights", "kwargs": {"weights_path": str(self._weights_dir)}})
+                          {"method": "reload_weights", "kwargs": {"weights_path": str(target)}})
             self._request("POST", "/reset_prefix_cache")
         else:
-            raise ConfigError("update_weights", "pass a state_dict, or adapter= with path=")
+            raise ConfigError("update_weights", "pass a state_dict, or adapter= with path= or state_dict=")
         return time.perf_counter() - t0
+
+    def _scratch(self) -> pathlib.Path:
+        """A temporary directory for refit files, removed by close()."""
+        if self._weights_dir is None:
+            self._weights_dir = pathlib.Path(tempfile.mkdtemp(prefix="labkit-refit-")).resolve()
+        return self._weights_dir
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

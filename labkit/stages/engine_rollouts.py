@@ -139,7 +139,8 @@ class EngineRollouts:
             t0 = time.perf_counter()
             path = self.work_dir / "adapter-initial"
             model.save_pretrained(str(path), selected_adapters=[name])
-            self.engine.load_adapter(self.adapter, str(path))
+            # PEFT saves an adapter other than "default" into a folder of its name
+            self.engine.load_adapter(self.adapter, str(path if name == "default" else path / name))
             seconds = time.perf_counter() - t0
             self._loaded = True
         else:
@@ -162,16 +163,18 @@ class EngineRollouts:
         return [list(ids) for ids in enc["input_ids"]]
 
     def sample(self, prompt_ids: list[list[int]]):
-        """One completion per prompt id list. A run of k identical consecutive prompts (a GRPO group) is sent
-        once with n=k; each call gets its own seed, so runs are repeatable and steps differ."""
+        """One completion per prompt id list, in order. GRPO's groups (k identical consecutive prompts, k the
+        shortest run; longer runs are whole groups side by side) go out once each with n=k, under a seed of
+        their own per call (s, s+1, ... for a group's samples), so runs repeat and steps differ. Prompts that
+        do not fall into equal groups go out one by one, unseeded, so equal prompts still differ."""
         runs = _runs(prompt_ids)
-        k = len(runs[0][1])
-        seed = (self.seed * 1_000_003 + 7919 * self._calls) % 2**31
+        k = min(len(idx) for _, idx in runs)
+        seed: int | None = (self.seed * 1_000_003 + 7919 * self._calls) % 2**31
         self._calls += 1
-        if all(len(idx) == k for _, idx in runs):
-            unique, n = [prompt_ids[idx[0]] for _, idx in runs], k
-        else:
-            unique, n = prompt_ids, 1
+        if all(len(idx) % k == 0 for _, idx in runs) and (k > 1 or len(runs) == len(prompt_ids)):
+            unique, n = [prompt_ids[i] for _, idx in runs for i in idx[::k]], k
+        else:   # one seed for a whole request would give equal prompts equal samples
+            unique, n, seed = prompt_ids, 1, None
         sampling = SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                   max_new_tokens=self.max_completion_length, seed=seed, n=n, logprobs=True)
         return self.engine.generate(unique, sampling, adapter=self.adapter)   # prompt order, n per prompt

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 
-def save_random_adapter(base, path, *, seed: int, r: int = 8):
-    """Give `base` a random rank-r LoRA on q/v (both factors non-zero), save it, return the merged model."""
+def save_random_adapter(base, path, *, seed: int, r: int = 8, scale: float = 4.0):
+    """Give `base` a random rank-r LoRA on q/v (both factors non-zero, times `scale`), save it, return the
+    merged model."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -18,7 +19,7 @@ def save_random_adapter(base, path, *, seed: int, r: int = 8):
     with torch.no_grad():  # large enough to change greedy outputs of a tiny random model
         for name, p in peft_model.named_parameters():
             if "lora_" in name:
-                p.mul_(4.0)
+                p.mul_(scale)
     peft_model.save_pretrained(str(path))
     merged = peft_model.merge_and_unload()
     merged.eval()
@@ -27,7 +28,7 @@ def save_random_adapter(base, path, *, seed: int, r: int = 8):
 
 @pytest.fixture(scope="session")
 def make_adapter():
-    """save_random_adapter(base, path, seed=..., r=8) -> merged model."""
+    """save_random_adapter(base, path, seed=..., r=8, scale=4.0) -> merged model."""
     return save_random_adapter
 
 
