@@ -66,6 +66,11 @@ def strip_widget_state(nb) -> int:
     return removed
 
 
+# ipykernel warns on every start that its loopback TCP sockets are unencrypted; a headless run on this
+# machine has nothing to act on, so the kernel's own log shows errors only.
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+
+
 def run_notebook(path: str | os.PathLike, *, out_dir: str | os.PathLike, preset: str = "cpu-smoke",
                  parameters: dict[str, Any] | None = None, timeout: int = 600,
                  raise_on_error: bool = True, kernel_name: str = "python3") -> NotebookRun:
@@ -87,7 +92,7 @@ def run_notebook(path: str | os.PathLike, *, out_dir: str | os.PathLike, preset:
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=kernel_name,
                             cwd=str(out.parent), execution_timeout=timeout, progress_bar=False,
-                            log_output=False)
+                            log_output=False, extra_arguments=QUIET_KERNEL)
     except Exception as exc:  # papermill wraps cell errors; keep the message, decide below
         error = f"{type(exc).__name__}: {exc}"
         if raise_on_error:
