@@ -1,5 +1,5 @@
-"""The `labkit` command: tour, eval (cards and gates), capabilities, notebooks, sample data, and the control
-plane: runs, lineage, the registry (register, promote, rollback)."""
+"""The `labkit` command: tour, eval (cards and gates), capabilities, JupyterLab, notebooks, sample data, and
+the control plane: runs, lineage, the registry (register, promote, rollback)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,23 @@ def _caps(args: argparse.Namespace) -> int:
 
     print(capability_report())
     return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    """JupyterLab on the notebooks until Ctrl-C: offline, on this Python's kernel; prints the URL once up."""
+    from labkit.runs.lab import start_lab, stop_lab
+    from labkit.runs.notebooks import NOTEBOOKS_DIR
+
+    proc, url, specs = start_lab(args.dir or NOTEBOOKS_DIR, port=args.port, token=args.token,
+                                 open_browser=args.open, notebook=args.notebook)
+    print(f"JupyterLab: {url}\n(Ctrl-C stops it)", flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_lab(proc)
+        specs.cleanup()
 
 
 def _notebooks(args: argparse.Namespace) -> int:
@@ -247,6 +264,14 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """A training stage in N processes through `accelerate launch` (labkit.stages.launch)."""
+    from labkit.stages.launch import launch
+
+    return launch(args.stage, processes=args.processes, preset=args.preset, sets=args.set,
+                  learned_reward=args.learned_reward, gpu=args.gpu, config_file=args.config_file)
+
+
 def _drift(args: argparse.Namespace) -> int:
     """Compare two runs' score distributions; exit 1 when one moved (for nightly jobs)."""
     from labkit.metrics.drift import compare_scores
@@ -296,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("caps", help="print the capability report")
     c.set_defaults(func=_caps)
+
+    lb = sub.add_parser("lab", help="start JupyterLab on the notebooks (offline, this Python's kernel); "
+                                    "prints the URL")
+    lb.add_argument("--port", type=int, default=8888, help="loopback port (taken or 0: a free one)")
+    lb.add_argument("--token", default="", help="access token (default: a random one)")
+    lb.add_argument("--dir", default="", help="folder to serve (default: the notebooks)")
+    lb.add_argument("--notebook", default="", help="open this notebook, e.g. 00_setup_and_tour.ipynb")
+    lb.add_argument("--open", action="store_true", help="also open a browser")
+    lb.set_defaults(func=_lab)
 
     n = sub.add_parser("notebooks", help="execute notebooks headless with papermill")
     n.add_argument("names", nargs="*", help="substrings of notebook names (default: all)")
@@ -375,6 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--alpha", type=float, default=0.01, help="KS test significance level")
     dr.add_argument("--min-psi", type=float, default=0.1, help="smallest PSI that counts as a move")
     dr.set_defaults(func=_drift)
+    la = sub.add_parser("launch", help="run a training stage in N processes (DDP) through accelerate launch")
+    la.add_argument("stage", choices=("sft", "reward", "dpo", "preference", "grpo", "rloo", "ppo",
+                                      "rejection"))
+    la.add_argument("--processes", type=int, default=2, help="processes (one per GPU with --gpu)")
+    la.add_argument("--preset", default="cpu-smoke", help="the stage config's preset")
+    la.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field (repeatable), e.g. --set max_steps=20")
+    la.add_argument("--learned-reward", default="", help="grpo/rloo: add the reward model in this folder")
+    la.add_argument("--gpu", action="store_true", help="one process per GPU over NCCL (default: gloo)")
+    la.add_argument("--config-file", default="", help="an accelerate config, e.g. configs/accelerate/*.yaml")
+    la.set_defaults(func=_launch)
     return p
 
 

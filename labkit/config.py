@@ -468,6 +468,72 @@ class ReasoningConfig(Config):
     device: str = field("auto", "auto | cpu | cuda | mps")
 
 
+@dataclasses.dataclass
+class InferenceConfig(Config):
+    """The inference lab (notebook 09, the tour's serving stage): engines, batching, speculative decoding,
+    quantisation, train–serve agreement and vLLM rollouts, sized by preset."""
+
+    model: str = field("smollm2-135m-instruct", "model every engine serves")
+    vllm: str = field("auto", "auto: the vLLM parts run when a vLLM environment exists (`make vllm-env`), "
+                      "else they are skipped | on: required | off: hf engine only",
+                      choices=("auto", "on", "off"))
+    dtype: str = field("float32", "engines' dtype: float32 makes greedy tokens and log-probs comparable "
+                       "across engines and with the trainer; bfloat16 is faster",
+                       choices=("float32", "bfloat16"))
+    n_prompts: int = field(4, "chat prompts for the engine, multi-LoRA and agreement sections")
+    max_new_tokens: int = field(48, "greedy tokens per prompt in those sections")
+    requests: int = field(16, "batching: mixed-length requests in the workload")
+    batch_size: int = field(8, "batching: requests in flight (continuous) or per batch (static)")
+    short_budget: str = field("8,24", "batching: min,max new tokens of a short request")
+    long_budget: str = field("64,128", "batching: min,max new tokens of a long request (a quarter of them)")
+    spec_tokens: int = field(48, "speculative decoding: greedy tokens per prompt (batch 1)")
+    lookup_tokens: int = field(10, "speculative decoding: tokens prompt lookup proposes per step")
+    draft_layers: str = field("4,10", "speculative decoding: truncated drafts to try (first k layers)")
+    quant_variants: str = field("fp32,bf16,int8,int8-mixed,nf4,gguf",
+                                "quantisation: variants to measure (labkit.infer.quant.VARIANTS)")
+    quant_tokens: int = field(16, "quantisation: greedy tokens per speed prompt")
+    ppl_rows: int = field(0, "quantisation: held-out replies scored for perplexity (0 = all 20)")
+    mmlu_items: int = field(40, "quantisation: real MMLU items scored by log-likelihood (0 = no accuracy)")
+    invariance_sizes: str = field("1,2,8,32", "agreement: batch sizes one prompt is decoded in")
+    rl_steps: int = field(2, "GRPO with vLLM rollouts: optimizer steps")
+    rl_tokens: int = field(32, "GRPO with vLLM rollouts: max_completion_length")
+    rl_eval: int = field(8, "GRPO with vLLM rollouts: held-out prompts scored before and after (0 = none)")
+    output_dir: str = field("runs/inference", "where adapters, runs and the vLLM log go")
+    seed: int = field(0, "seed of the workload and of sampling")
+
+    def validate(self) -> None:
+        """The base checks, then counts ≥ 1 and the comma lists parse as positive integers."""
+        super().validate()
+        for name in ("n_prompts", "max_new_tokens", "requests", "batch_size", "spec_tokens", "lookup_tokens",
+                     "quant_tokens", "rl_steps", "rl_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}",
+                                  config="InferenceConfig")
+        for name in ("short_budget", "long_budget", "draft_layers", "invariance_sizes"):
+            self.ints(name)
+        for name in ("short_budget", "long_budget"):
+            if len(self.ints(name)) != 2 or self.ints(name)[0] > self.ints(name)[1]:
+                raise ConfigError(name, f"must be 'min,max', got {getattr(self, name)!r}",
+                                  config="InferenceConfig")
+
+    def ints(self, name: str) -> tuple[int, ...]:
+        """A comma-list field as positive integers ('' = empty)."""
+        raw = getattr(self, name)
+        try:
+            values = tuple(int(x) for x in raw.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(name, f"must be comma-separated integers, got {raw!r}",
+                              config="InferenceConfig") from None
+        if any(v < 1 for v in values):
+            raise ConfigError(name, f"must be positive integers, got {raw!r}", config="InferenceConfig")
+        return values
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """quant_variants as a tuple."""
+        return tuple(v.strip() for v in self.quant_variants.split(",") if v.strip())
+
+
 EVAL_TASKS = "gsm8k,mmlu,humaneval,ifeval,safety,judge,needle"
 
 
@@ -561,3 +627,71 @@ class EvalConfig(Config):
         if not items:
             raise ConfigError(name, "is empty", config="EvalConfig")
         return items
+
+
+@dataclasses.dataclass
+class AsyncRLConfig(Config):
+    """labkit.rlsys.loop.run: asynchronous GRPO on arithmetic prompts, rollout workers in their own processes
+    (notebook 12)."""
+
+    model: str = field("smollm2-135m-instruct", "policy: the embedded model's name, a local model dir, or "
+                                                "'tiny' (a random 2-layer model, for tests)")
+    method: str = field("lora", "full | lora", choices=("full", "lora"))
+    mode: str = field("disaggregated", "disaggregated (generate and train at once) | collocated (alternate, "
+                                       "engines asleep while training)",
+                      choices=("disaggregated", "collocated"))
+    steps: int = field(6, "trainer steps (policy versions 1..steps)")
+    prompts_per_step: int = field(2, "prompt groups per trainer step")
+    group_size: int = field(4, "completions per prompt (GRPO's G)")
+    max_new_tokens: int = field(16, "completion length limit")
+    temperature: float = field(1.0, "sampling temperature of the rollouts")
+    rewards: str = field("correctness", "comma list of labkit.rewards names, summed (accuracy is always "
+                                        "'correctness')")
+    length_budget: int = field(8, "budget of the 'length' reward, in words of the completion")
+    lr: float = field(1e-4, "AdamW learning rate")
+    lora_r: int = field(8, "LoRA rank (method lora)")
+    staleness: int = field(1, "largest policy-version lag of a consumed group (0 = on-policy)")
+    sync_every: int = field(1, "trainer steps between weight syncs to the workers")
+    sync: str = field("auto", "what a sync sends: full weights | the LoRA adapter | delta (changed tensors); "
+                              "auto = adapter under LoRA, full otherwise",
+                      choices=("auto", "full", "adapter", "delta"))
+    importance_sampling: bool = field(False, "truncated IS: weight each token by min(π_θ / π_behaviour, "
+                                             "is_cap)")
+    is_cap: float = field(2.0, "truncation of the importance weight")
+    partial_tokens: int = field(0, "partial rollouts: stop a generation after this many tokens, park it and "
+                                   "resume it after the next weight update (0 = off)")
+    workers: int = field(1, "rollout worker processes")
+    n_eval: int = field(16, "held-out prompts for greedy accuracy (0 = no accuracy curve)")
+    eval_every: int = field(0, "held-out accuracy every N steps (0 = at the start and the end only)")
+    system_prompt: str = field("", "system turn before every prompt ('' = none)")
+    dtype: str = field("float32", "float32 | bfloat16 for trainer and workers",
+                       choices=("float32", "bfloat16"))
+    seed: int = field(0, "seed for prompt order, the tiny model and sampling")
+    start_method: str = field("forkserver", "how worker processes start: forkserver (a clean server "
+                                            "that imported torch and transformers once forks each worker) | "
+                                            "spawn | fork", choices=("forkserver", "spawn", "fork"))
+    kill_worker_at_task: int = field(-1, "fault injection: SIGKILL the worker that starts this task id "
+                                         "(-1 = never)")
+    timeout_s: float = field(300.0, "give up when nothing arrives from the workers for this long")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "sync_every", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be ≥ 1, got {getattr(self, name)}", config="AsyncRLConfig")
+        if self.staleness < 0:
+            raise ConfigError("staleness", f"must be ≥ 0, got {self.staleness}", config="AsyncRLConfig")
+        if self.staleness < self.sync_every - 1:
+            raise ConfigError("staleness", f"{self.staleness} is below sync_every - 1 = "
+                              f"{self.sync_every - 1}: workers keep a version for sync_every steps, so no "
+                              "rollout could ever be fresh enough", config="AsyncRLConfig")
+        if self.sync == "adapter" and self.method != "lora":
+            raise ConfigError("sync", "'adapter' sends LoRA weights; use method='lora' or "
+                              "sync='full'/'delta'", config="AsyncRLConfig")
+        if self.group_size < 2:
+            raise ConfigError("group_size", "GRPO needs ≥ 2 completions per prompt for an advantage",
+                              config="AsyncRLConfig")
+
+    @property
+    def sync_kind(self) -> str:
+        return ("adapter" if self.method == "lora" else "full") if self.sync == "auto" else self.sync

@@ -27,6 +27,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "EvalConfig": {"limit": 8, "source": "fixture", "max_new_tokens": 96, "humaneval_max_new_tokens": 128,
                        "needle_lengths": "128,256", "needle_depths": "0.5", "bootstrap": 200,
                        "samples_per_task": 3},
+        "InferenceConfig": {"n_prompts": 2, "max_new_tokens": 12, "requests": 4, "batch_size": 2,
+                            "short_budget": "2,4", "long_budget": "8,12", "spec_tokens": 12,
+                            "draft_layers": "4", "quant_variants": "fp32,bf16,int8,nf4,gguf",
+                            "quant_tokens": 6, "ppl_rows": 3, "mmlu_items": 2, "invariance_sizes": "1,2,4",
+                            "rl_steps": 1, "rl_tokens": 24, "rl_eval": 0},
+        "AsyncRLConfig": {"dtype": "bfloat16", "steps": 2, "prompts_per_step": 1, "group_size": 4,
+                          "max_new_tokens": 8, "n_eval": 0},
     },
     "cpu": {
         "SetupConfig": {"max_new_tokens": 64, "n_baseline_prompts": 6},
@@ -36,6 +43,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "RLConfig": {"max_steps": 60, "prompts_per_step": 4, "num_generations": 8, "n_eval": 50},
         "ReasoningConfig": {"rounds": 3, "prompts_per_round": 64, "k": 4, "sft_steps": 20, "n_eval": 50},
         "EvalConfig": {"limit": 40, "max_new_tokens": 128, "humaneval_max_new_tokens": 192},
+        "InferenceConfig": {},   # its defaults are the cpu sizes; listed so cpu-tour's cuts apply
+        "AsyncRLConfig": {"dtype": "bfloat16", "steps": 8, "prompts_per_step": 2, "group_size": 4,
+                          "max_new_tokens": 24, "n_eval": 16, "eval_every": 4, "lr": 2e-4},
     },
     "gpu-qlora": {
         "SetupConfig": {"max_new_tokens": 128, "n_baseline_prompts": 8},
@@ -54,6 +64,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "EvalConfig": {"limit": 500, "batch_size": 32, "max_new_tokens": 256, "humaneval_samples": 10,
                        "humaneval_k": "1,10", "humaneval_max_new_tokens": 384,
                        "needle_lengths": "1024,2048,4096,8192"},
+        "InferenceConfig": {"dtype": "bfloat16", "n_prompts": 8, "max_new_tokens": 128, "requests": 64,
+                            "batch_size": 16, "spec_tokens": 128, "mmlu_items": 200, "rl_steps": 4,
+                            "rl_tokens": 128, "rl_eval": 50},
     },
 }
 
@@ -66,6 +79,8 @@ TOUR_CUTS: dict[str, dict[str, Any]] = {
     "RLConfig": {"max_steps": 200, "max_seconds": 180.0, "eval_every": 0},
     "EvalConfig": {"limit": 8, "source": "fixture", "max_new_tokens": 128, "humaneval_max_new_tokens": 160,
                    "needle_lengths": "256,512", "needle_depths": "0.25,0.75", "bootstrap": 500},
+    # the serving stage: the adapters answer two held-out questions each
+    "InferenceConfig": {"n_prompts": 2, "max_new_tokens": 24},
 }
 PRESETS["cpu-tour"] = {name: {**values, **TOUR_CUTS.get(name, {})} for name, values in PRESETS["cpu"].items()}
 

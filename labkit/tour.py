@@ -219,6 +219,54 @@ def stage_rl(ctx: TourContext, report: Report) -> dict:
             "rl_train_seconds": m["train_seconds"]}
 
 
+def stage_inference(ctx: TourContext, report: Report) -> dict:
+    """The chain's SFT and DPO adapters served side by side over the base model in one engine (vLLM when
+    there is a vLLM environment, else transformers), picked per request: greedy answers and tokens/s."""
+    from labkit.config import InferenceConfig
+    from labkit.data.samples import load_sample
+    from labkit.infer.serving import adapter_rank, choose_engine, side_by_side, stack_adapters, start_engine
+    from labkit.runs.chain import adapter_chain
+
+    cfg = InferenceConfig.from_preset(ctx.cfg.preset, model=ctx.cfg.model)
+    base, sft_chain = adapter_chain(ctx.chain["sft"])
+    _, dpo_chain = adapter_chain(ctx.chain["dpo"])
+    kind, why = choose_engine(cfg.vllm)
+    questions = [r["messages"][-2]["content"]
+                 for r in load_sample("sft_format", split="heldout")[: cfg.n_prompts]]
+    # Stacking adds ranks; a vLLM server launched now (wait=False) loads while the adapters are stacked.
+    rank = max(adapter_rank(sft_chain[-1]), sum(map(adapter_rank, dpo_chain)))
+    start = time.perf_counter()
+    engine = start_engine(kind, base, dtype=cfg.dtype, max_lora_rank=rank, max_loras=2,
+                          run_dir=ctx.out_dir / "serve", wait=False)
+    start_s = time.perf_counter() - start   # the hf engine's load; for vLLM, launch to ready below
+    try:
+        # DPO trained on the SFT-merged model: over the base it is served as SFT's and DPO's adapters stacked.
+        adapters = {"sft": sft_chain[-1],
+                    "dpo": stack_adapters(base, dpo_chain, ctx.out_dir / "serve" / "dpo-stacked")}
+        if kind == "vllm":
+            start_s = engine.wait_ready()
+        # hot loads into the running engine, timed
+        load_s = {name: engine.update_weights(adapter=name, path=str(path))
+                  for name, path in adapters.items()}
+        rows = side_by_side(engine, questions, [None, *adapters], max_new_tokens=cfg.max_new_tokens)
+    finally:
+        engine.close()
+    report.section("Serving: the adapters side by side",
+                   f"One {kind} engine ({why}) serves the base model and, hot-loaded without a restart, the "
+                   "SFT adapter and the DPO link of the chain, each request picking its adapter. DPO "
+                   "trained on the SFT-merged model, so over the base it is the SFT and DPO adapters stacked "
+                   "into one (PEFT `cat`: the same weights as the merged DPO model). Greedy answers to "
+                   f"held-out questions, {cfg.max_new_tokens} tokens at most, {cfg.dtype}; tokens/s is each "
+                   "adapter's batch of questions.")
+    report.metrics({"engine": kind, "engine start seconds": start_s,
+                    **{f"{name} adapter load seconds": s for name, s in load_s.items()}})
+    report.table([{k: r[k] for k in ("adapter", "question", "answer", "tokens_per_s")} for r in rows],
+                 caption="one engine, three models: base, + SFT adapter, + DPO (stacked) adapter")
+    rates = {r["adapter"]: r["tokens_per_s"] for r in rows}
+    return {"serve_engine": kind, "serve_start_seconds": start_s,
+            **{f"serve_{name}_tokens_per_s": rate for name, rate in rates.items()}}
+
+
 def stage_eval(ctx: TourContext, report: Report) -> dict:
     """The eval suite on the base model and on the SFT adapter: two cards,
     their comparison and the default gate."""
@@ -336,6 +384,7 @@ STAGES: list[tuple[str, Callable[[TourContext, Report], dict]]] = [
     ("reward", stage_reward),
     ("preference", stage_preference),
     ("rl", stage_rl),
+    ("inference", stage_inference),
     ("eval", stage_eval),
     ("registry", stage_registry),
     ("notebooks", stage_notebooks),

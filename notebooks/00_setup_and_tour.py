@@ -25,6 +25,22 @@
 # unchanged on a GPU. This first notebook checks the machine, loads the model, lets you chat with it
 # and shows exactly which tokens a fine-tuning loss will learn from.
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Check what this machine can run (the capability report) and load the embedded SmolLM2-135M model
+#    offline.
+# 2. Chat with the model, from a widget and from code.
+# 3. Read a chat template token by token and see which tokens a fine-tuning loss learns from.
+# 4. Record the baseline answers that later notebooks improve on.
+#
+# **Requirements.** CPU: under 1 CPU minute (37 s) in the `cpu-smoke` preset, as measured by the nightly
+# run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset takes several times
+# longer). GPU memory: not measured.
+#
+# **In the course:** the first notebook; no prerequisites. Next: `00b_before_you_finetune` (is fine-tuning
+# needed at all?), then `01_sft`. The course map and a 5-session syllabus are in [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora: the size dial, nothing else changes
 MODEL = "smollm2-135m-instruct"  # the embedded default; a local model dir or hub id also works
@@ -122,13 +138,6 @@ for row, out in zip(rows, outputs):
     display(Markdown(f"**Q:** {row['messages'][-2]['content']}  \n**model:** {out.text}  \n"
                      f"**target format:** {row['messages'][-1]['content']}"))
 
-# %% [markdown]
-# ## Exercises
-#
-# 1. Ask the chat box a multi-step arithmetic question. Where does a 135M model go wrong?
-# 2. Add a `system` turn to `conversation` and re-run the token view: is the system prompt trained on?
-# 3. Set `PRESET = "cpu-smoke"` and run all cells: what changes, and what stays the same?
-
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
 # last good night (higher/lower is better; tol is how far one may move the wrong way).
@@ -136,3 +145,47 @@ from labkit.runs.nightly import near, record
 
 record(parameters_m=near(n_params / 1e6, tol=0), vocabulary=near(len(tok), tol=0),
        baseline_reply_tokens=near(sum(len(o.token_ids) for o in outputs) / len(outputs), tol="25%"))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("00.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/00_setup_and_tour_solutions.ipynb`](solutions/00_setup_and_tour_solutions.ipynb): try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 00.1 · How much memory do the weights take?
+#
+# `n_params` (section 2) holds the model's parameter count. How many megabytes do its weights take in
+# fp32?
+
+# %%
+answer_00_1 = ...  # a number, in MB
+
+# %%
+check("00.1", answer_00_1, n_params=n_params)
+
+# %% [markdown]
+# ### ⭐⭐ 00.2 · A system prompt
+#
+# Build `with_system`: `conversation` (section 4) with a system turn such as "You answer in one short
+# sentence." where chat models expect it. Then look at it with `token_view(tok, with_system)`: is the
+# system prompt trained on?
+
+# %%
+with_system = ...  # a list of {"role": ..., "content": ...} turns
+
+# %%
+check("00.2", with_system, original=conversation)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 00.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Ask the chat box a multi-step arithmetic question. Where does a 135M model go wrong?
+# - Set `PRESET = "cpu-smoke"` and run all cells: what changes, and what stays the same?

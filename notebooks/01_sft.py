@@ -29,6 +29,22 @@
 # and we watch two things at once: the held-out **format accuracy** (what we taught) and a
 # **forgetting probe** (what it might cost: the loss on general-knowledge answers it already knew).
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Validate chat-format SFT data, and read labkit's error for a bad row (file, row, field).
+# 2. Explain the chat template and the assistant-only loss mask.
+# 3. Train a LoRA adapter with TRL's `SFTTrainer` while the live dashboard plots loss, learning rate,
+#    gradient norm and tokens/s.
+# 4. Judge a fine-tune by held-out format accuracy and a forgetting probe, before and after.
+#
+# **Requirements.** CPU: about 7 CPU minutes (395 s) in the `cpu-smoke` preset, as measured by the nightly
+# run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset takes several times
+# longer). GPU memory: not measured.
+#
+# **In the course:** after `00` (and `00b`). Next: `02` (LoRA, QLoRA and merging in depth) or straight to
+# `03`/`04`. The course map and a 5-session syllabus are in [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
 METHOD = "lora"  # full | lora | qlora
@@ -118,13 +134,6 @@ loss_curve(result.log_path)
 # - Answer accuracy moves much less: a 135M model cannot be taught arithmetic by a format.
 # - The probe loss shifts a little: even a small LoRA nudges behaviour outside the task. Watching a
 #   probe like this is how you catch catastrophic forgetting before users do.
-#
-# ## Exercises
-#
-# 1. Set `METHOD = "full"` and compare trainable parameters, tokens/s and the probe loss with LoRA.
-# 2. Train with `loss_on="all"` (a `SFTConfig` field): does the format still stick? What happens to the
-#    probe loss, and why?
-# 3. Halve `max_steps`: where on the loss curve does the format accuracy jump?
 
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
@@ -134,3 +143,49 @@ from labkit.runs.nightly import higher, lower, record
 record(format_accuracy=higher(m["after"]["format_accuracy"], tol=0.15),
        answer_accuracy=higher(m["after"]["answer_accuracy"], tol=0.15),
        probe_loss=lower(m["after"]["probe_loss"], tol="10%"))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("01.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/01_sft_solutions.ipynb`](solutions/01_sft_solutions.ipynb): try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 01.1 · What the loss trains on
+#
+# With the default `loss_on="assistant"`, which tokens of a conversation count in the SFT loss?
+# (a) every token, the user's turns and the template included; (b) the assistant's replies, their
+# end-of-turn token included; (c) only the final `#### n` line.
+
+# %%
+answer_01_1 = ...  # "a", "b" or "c"
+
+# %%
+check("01.1", answer_01_1)
+
+# %% [markdown]
+# ### ⭐⭐ 01.2 · A full fine-tuning config
+#
+# Build `full_cfg` from `cfg`: full fine-tuning (`method="full"`) with half of `cfg.max_steps`, every
+# other field unchanged. If you have the minutes, train it (`train(full_cfg,
+# callbacks=[LiveDashboard()])`) and compare trainable parameters and tokens/s with LoRA.
+
+# %%
+full_cfg = ...  # cfg.replace(...)
+
+# %%
+check("01.2", full_cfg, base=cfg)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 01.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Train with `loss_on="all"` (a `SFTConfig` field): does the format still stick? What happens to the
+#   probe loss, and why?
+# - Halve `max_steps`: where on the loss curve does the format accuracy jump?

@@ -20,6 +20,22 @@
 # model, repeats one with QLoRA, and then treats adapters as objects you can merge, scale, blend and
 # export.
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Count LoRA's trainable parameters and memory from its rank and the model's layer shapes.
+# 2. Train LoRA adapters, and a QLoRA adapter on a 4-bit base, with the same recipe.
+# 3. Check whether a merge is safe, scale an adapter with a slider, and blend two adapters.
+# 4. Export a merged model and confirm that it answers as the adapter did.
+#
+# **Requirements.** CPU: about 64 CPU minutes in the latest nightly run (3866 s; 618 s in an earlier night
+# on a quieter machine) in the `cpu-smoke` preset, as measured by the nightly run on a shared 2-core
+# machine (expect it faster on a laptop; the `cpu` preset takes several times longer). GPU memory: not
+# measured.
+#
+# **In the course:** after `01` (SFT). Next: `03` (reward models); `11` (kernels) builds on the LoRA maths
+# here. The course map and a 5-session syllabus are in [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora: the size dial, nothing else changes
 MODEL = "smollm2-135m-instruct"  # the embedded default; a local model dir or hub id also works
@@ -40,7 +56,6 @@ from labkit.stages.sft import train
 
 cfg = SFTConfig.from_preset(PRESET, model=MODEL, method="lora", dtype=DTYPE, output_dir=f"{OUT}/format")
 cfg
-
 
 def gib(n_bytes):
     return f"{n_bytes / 2**30:6.2f} GiB"
@@ -236,16 +251,6 @@ for q, a, b in zip(heldout, with_adapter, exported):
                      f"identical: {a.text == b.text}"))
 print("files:", sorted(p.name for p in path.iterdir()))
 
-# %% [markdown]
-# ## Exercises
-#
-# 1. Set `PRESET = "cpu"` and re-run. How much does the format accuracy move, and does `probe_loss` on
-#    the general questions rise (forgetting)? At which slider scale does the format adapter first break?
-# 2. Set `DTYPE = "auto"` (bf16 on most modern CPUs and GPUs) and re-run the merge check. How large is the
-#    max logit difference now, and does it change any greedy reply in the export comparison?
-# 3. Blend with `method="ties"` at `density` 0.2 and 0.9, and with `method="cat"`. Which blend keeps
-#    *both* skills: the `#### n` format on the arithmetic question and a sensible general answer?
-
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
 # last good night (higher/lower is better; tol is how far one may move the wrong way).
@@ -256,3 +261,52 @@ record(lora_format_accuracy=higher(fmt.metrics["after"]["format_accuracy"], tol=
        qlora_merge_passed=higher(qcheck.passed, tol=0),
        export_identical=higher(sum(a.text == b.text for a, b in zip(with_adapter, exported)) / len(heldout),
                                tol=0))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("02.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/02_lora_qlora_merging_solutions.ipynb`](solutions/02_lora_qlora_merging_solutions.ipynb):
+# try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 02.1 · LoRA on one layer
+#
+# How many trainable parameters does a rank-8 LoRA add to one 576 × 576 linear layer (SmolLM2's `q_proj`)?
+
+# %%
+answer_02_1 = ...  # a whole number
+
+# %%
+check("02.1", answer_02_1)
+
+# %% [markdown]
+# ### ⭐⭐ 02.2 · Count an adapter
+#
+# Write `lora_param_count(r, shapes)`: the trainable parameters of a rank-`r` LoRA on every layer in
+# `shapes`, a dict `{name: (d_out, d_in)}` like `llama_linear_shapes(...)` returns. Compare your count for
+# one block with `lora_math` in section 1.
+
+# %%
+def lora_param_count(r, shapes):
+    raise NotImplementedError("your code")
+
+# %%
+check("02.2", lora_param_count)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 02.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Set `PRESET = "cpu"` and re-run. How much does the format accuracy move, and does `probe_loss` on the
+#   general questions rise (forgetting)? At which slider scale does the format adapter first break?
+# - Set `DTYPE = "auto"` (bf16 on most modern CPUs and GPUs) and re-run the merge check. How large is the
+#   max logit difference now, and does it change any greedy reply in the export comparison?
+# - Blend with `method="ties"` at `density` 0.2 and 0.9, and with `method="cat"`. Which blend keeps *both*
+#   skills: the `#### n` format on the arithmetic question and a sensible general answer?

@@ -20,6 +20,22 @@
 # checks its accuracy and calibration on held-out pairs, and then trains a second reward model on data with a
 # **length bias**, to watch a policy exploit it and a length-controlled metric catch it.
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Build preference pairs with a known right answer and train a reward model on them with the
+#    Bradley–Terry loss (TRL's `RewardTrainer`).
+# 2. Read a reward model's calibration plot and its expected calibration error.
+# 3. Show that a reward model trained on biased pairs learns the bias.
+# 4. Watch best-of-n sampling game a reward model: the proxy reward rises while true quality does not.
+#
+# **Requirements.** CPU: about 19 CPU minutes (1158 s) in the `cpu-smoke` preset, as measured by the
+# nightly run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset takes several
+# times longer). GPU memory: not measured.
+#
+# **In the course:** after `01`. Next: `04` (preference optimisation without a separate reward model) and
+# `05` (RL). The course map and a 5-session syllabus are in [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
 MODEL = "smollm2-135m-instruct"
@@ -153,13 +169,6 @@ pd.concat({name: pd.DataFrame(rows).set_index("n") for name, rows in lab["curves
 # - The length-controlled reward rises much less: most of what was "gained" was length. AlpacaEval's
 #   length-controlled win rate applies the same correction to LLM-judge scores.
 # - The clean model's slope per token is small or negative: its training data never paid for length.
-#
-# ## Exercises
-#
-# 1. Raise `n` in `BestOfNConfig` (16, 32). Does the gap between reward and true quality keep growing?
-# 2. Train the clean model with `center_rewards=0.01`. What happens to the reward scale and to calibration?
-# 3. Drop the `padded` pairs from the biased model's training set. Is the bias gone, and what does that
-#    say about where reward-model biases come from?
 
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
@@ -169,3 +178,49 @@ from labkit.runs.nightly import higher, lower, record
 record(rm_accuracy=higher(clean.metrics["after"]["accuracy"], tol=0.15),
        biased_rm_accuracy=higher(biased.metrics["after"]["accuracy"], tol=0.15),
        rm_calibration_error=lower(expected_calibration_error(clean.metrics["calibration"]), tol=0.15))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("03.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/03_reward_model_solutions.ipynb`](solutions/03_reward_model_solutions.ipynb): try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 03.1 · From rewards to a preference
+#
+# A reward model scores the chosen reply 1.0 and the rejected one 0.0. Under Bradley–Terry, what
+# probability does it give that the chosen reply is preferred?
+
+# %%
+answer_03_1 = ...  # a probability
+
+# %%
+check("03.1", answer_03_1)
+
+# %% [markdown]
+# ### ⭐⭐ 03.2 · The loss by hand
+#
+# Write `bt_loss(chosen, rejected)`: the Bradley–Terry loss for two `[B]` tensors of rewards, one number
+# for the batch. Compare it with `bradley_terry_loss` from section 2.
+
+# %%
+def bt_loss(chosen, rejected):
+    raise NotImplementedError("your code")
+
+# %%
+check("03.2", bt_loss)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 03.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Raise `n` in `BestOfNConfig` (16, 32). Does the gap between reward and true quality keep growing?
+# - Train the clean model with `center_rewards=0.01`. What happens to the reward scale and to calibration?
+# - Drop the `padded` pairs from the biased model's training set. Is the bias gone, and what does that say
+#   about where reward-model biases come from?

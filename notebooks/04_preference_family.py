@@ -20,6 +20,22 @@
 # differences visible in the losses themselves, then trains every method on the same pairs with the same
 # step budget and compares them on held-out pairs.
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Read DPO, IPO, hinge, robust DPO, SimPO, ORPO and KTO as functions of one log-ratio margin, and move
+#    β in the widget.
+# 2. Train all seven through one interface on the same data, budget and seed.
+# 3. Compare them by held-out preference accuracy, reward margins and KL to the reference model.
+# 4. Say which methods need a reference model or paired data, and what that costs.
+#
+# **Requirements.** CPU: about 15 CPU minutes (921 s) in the `cpu-smoke` preset, as measured by the
+# nightly run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset takes several
+# times longer). GPU memory: not measured.
+#
+# **In the course:** after `01`; `03` first helps (the Bradley–Terry model behind DPO). Next: `05` (RL
+# with verifiable rewards). The course map and a 5-session syllabus are in [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
 MODEL = "smollm2-135m-instruct"
@@ -115,13 +131,6 @@ compare_methods(results)
 #   ORPO) can drift further for the same accuracy. ORPO also trains on the chosen replies with an SFT loss.
 # - At equal steps the methods differ less than their papers suggest: β and the learning rate matter as
 #   much as the loss.
-#
-# ## Exercises
-#
-# 1. Set `beta=0.5` for DPO and IPO. Use the widget to predict what changes before you run it.
-# 2. Add `padded` to `KINDS`. Which methods learn "concise beats padded", and which per-token ones prefer
-#    the padded replies?
-# 3. Flip 20% of the training labels (edit a copy of the JSONL) and compare `dpo` with `robust`.
 
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
@@ -131,3 +140,50 @@ from labkit.runs.nightly import higher, record
 after = {name: r.metrics["after"]["preference_accuracy"] for name, r in results.items()}
 record(dpo_accuracy=higher(after["dpo"], tol=0.15), kto_accuracy=higher(after["kto"], tol=0.15),
        mean_accuracy=higher(sum(after.values()) / len(after), tol=0.1))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("04.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/04_preference_family_solutions.ipynb`](solutions/04_preference_family_solutions.ipynb): try
+# first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 04.1 · Who needs a reference model?
+#
+# Which of these trains without a reference model? (a) DPO (b) IPO (c) SimPO (d) KTO
+
+# %%
+answer_04_1 = ...  # "a", "b", "c" or "d"
+
+# %%
+check("04.1", answer_04_1)
+
+# %% [markdown]
+# ### ⭐⭐ 04.2 · DPO by hand
+#
+# Write `my_dpo_loss(pc, pr, rc, rr, beta)`: DPO's loss from the policy's (`pc`, `pr`) and the reference's
+# (`rc`, `rr`) summed log-probs of the chosen and rejected replies, `[B]` tensors, averaged over the
+# batch. Compare it with `losses.dpo_loss`.
+
+# %%
+def my_dpo_loss(pc, pr, rc, rr, beta):
+    raise NotImplementedError("your code")
+
+# %%
+check("04.2", my_dpo_loss)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 04.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Set `beta=0.5` for DPO and IPO. Use the widget to predict what changes before you run it.
+# - Add `padded` to `KINDS`. Which methods learn "concise beats padded", and which per-token ones prefer
+#   the padded replies?
+# - Flip 20% of the training labels (edit a copy of the JSONL) and compare `dpo` with `robust`.

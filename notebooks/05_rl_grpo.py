@@ -25,6 +25,21 @@
 # loss is zero and nothing moves. So this lab checks all of that **before** the first step, then trains
 # with every signal on screen.
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Write verifiable reward functions and test them in the reward playground before training with them.
+# 2. Run the RL pre-flight checks that catch untemplated prompts and groups with no reward variance.
+# 3. Train with GRPO (TRL) while watching reward, KL, entropy, clip fraction and completion length live.
+# 4. Read the rollouts step by step in the rollout browser.
+#
+# **Requirements.** CPU: about 14 CPU minutes (861 s) in the `cpu-smoke` preset, as measured by the
+# nightly run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset takes several
+# times longer). GPU memory: not measured.
+#
+# **In the course:** after `01` (a model that knows the answer format learns faster) and `03` (rewards).
+# Next: `06`. The course map and a 5-session syllabus are in [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
 MODEL = "smollm2-135m-instruct"
@@ -120,17 +135,6 @@ rl_curves(result.log_path, title="GRPO run")
 # %%
 RolloutBrowser(result.output_dir)
 
-# %% [markdown]
-# ## Exercises
-#
-# 1. Add the `format` reward (`cfg.replace(rewards="correctness,format", reward_weights="1,0.2")`). Does
-#    the policy learn the `#### n` line, and does accuracy follow?
-# 2. Set `temperature=0.3`. What happens to the zero-variance groups, and why does that slow learning?
-# 3. Switch `loss_type` between `grpo`, `dr_grpo` and `dapo`, and watch completion length. Dr. GRPO's paper
-#    argues that per-sequence averaging rewards long wrong answers less than short ones; do you see it?
-# 4. Write a reward that the policy can hack (say, "reply contains the answer anywhere"), try it in the
-#    playground, then train with it and find the hack in the rollout browser.
-
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
 # last good night (higher/lower is better; tol is how far one may move the wrong way).
@@ -138,3 +142,53 @@ from labkit.runs.nightly import higher, near, record
 
 record(heldout_accuracy=higher(m["after"]["accuracy"], tol=0.15),
        mean_answer_tokens=near(m["after"]["mean_length"], tol="30%"))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("05.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/05_rl_grpo_solutions.ipynb`](solutions/05_rl_grpo_solutions.ipynb): try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 05.1 · Advantages of one group
+#
+# Four completions of one prompt get rewards `[1, 0, 0, 1]`. What are their GRPO advantages (each reward
+# minus the group's mean, divided by the group's standard deviation)?
+
+# %%
+answer_05_1 = ...  # a list of four numbers
+
+# %%
+check("05.1", answer_05_1)
+
+# %% [markdown]
+# ### ⭐⭐ 05.2 · A format reward
+#
+# Write `hash_line_reward(prompts, completions, **kwargs)`: 1.0 for a completion (a string) whose last
+# line is `#### <integer>`, else 0.0, one float per completion. Try it in the playground:
+# `reward_playground([hash_line_reward], "What is 40 + 14?", [...])`.
+
+# %%
+def hash_line_reward(prompts, completions, **kwargs):
+    raise NotImplementedError("your code")
+
+# %%
+check("05.2", hash_line_reward)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 05.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Add the `format` reward (`cfg.replace(rewards="correctness,format", reward_weights="1,0.2")`). Does
+#   the policy learn the `#### n` line, and does accuracy follow?
+# - Set `temperature=0.3`. What happens to the zero-variance groups, and why does that slow learning?
+# - Switch `loss_type` between `grpo`, `dr_grpo` and `dapo`, and watch completion length. Dr. GRPO's paper
+#   argues that per-sequence averaging rewards long wrong answers less than short ones; do you see it?
+# - Write a reward that the policy can hack (say, "reply contains the answer anywhere"), try it in the
+#   playground, then train with it and find the hack in the rollout browser.

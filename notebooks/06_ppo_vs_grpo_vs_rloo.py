@@ -27,6 +27,20 @@
 # All three run here on the same prompts, rewards, step budget, group size and seed, so the differences
 # you see come from the update rule.
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Compute PPO's GAE, GRPO's group-normalised and RLOO's leave-one-out advantages on one group.
+# 2. Train PPO, GRPO and RLOO on the same task, budget and seed.
+# 3. Compare accuracy against wall-clock time, and what each method pays for it (a critic, more samples).
+#
+# **Requirements.** CPU: about 25 CPU minutes (1513 s) in the `cpu-smoke` preset, as measured by the
+# nightly run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset takes several
+# times longer). GPU memory: not measured.
+#
+# **In the course:** after `05`. Next: `07` (reasoning). The course map and a 5-session syllabus are in
+# [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
 MODEL = "smollm2-135m-instruct"
@@ -106,12 +120,6 @@ accuracy_vs_time([{"method": k, **point} for k, r in results.items() for point i
 # - GRPO divides by the group's std: a group with one right answer in eight gives that answer a large push.
 #   RLOO does not, so its updates are gentler on rare successes.
 # - One seed is one draw. Before you believe a ranking, rerun with `seed=1` and `seed=2`.
-#
-# ## Exercises
-#
-# 1. Give PPO an adaptive KL controller (`kl_target=0.05`) and watch `kl_coef` move.
-# 2. Set `num_generations=2`. GRPO's std and RLOO's baseline both get noisy; which degrades more?
-# 3. Double PPO's `ppo_epochs`. More reuse of each batch: faster or unstable? Check the clip fraction.
 
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
@@ -120,3 +128,48 @@ from labkit.runs.nightly import higher, record
 
 record(**{f"{name}_accuracy": higher(r.metrics["after"]["accuracy"], tol=0.15)
           for name, r in results.items()})
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("06.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/06_ppo_vs_grpo_vs_rloo_solutions.ipynb`](solutions/06_ppo_vs_grpo_vs_rloo_solutions.ipynb):
+# try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 06.1 · Who needs a critic?
+#
+# Which of the three trains a value model (a critic)? (a) PPO (b) GRPO (c) RLOO
+
+# %%
+answer_06_1 = ...  # "a", "b" or "c"
+
+# %%
+check("06.1", answer_06_1)
+
+# %% [markdown]
+# ### ⭐⭐ 06.2 · RLOO by hand
+#
+# Write `my_rloo(rewards, group_size)`: the RLOO advantages of a flat list of rewards whose groups are
+# consecutive, as a list. Compare with `advantages.rloo_advantages`.
+
+# %%
+def my_rloo(rewards, group_size):
+    raise NotImplementedError("your code")
+
+# %%
+check("06.2", my_rloo)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 06.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Give PPO an adaptive KL controller (`kl_target=0.05`) and watch `kl_coef` move.
+# - Set `num_generations=2`. GRPO's std and RLOO's baseline both get noisy; which degrades more?
+# - Double PPO's `ppo_epochs`. More reuse of each batch: faster or unstable? Check the clip fraction.

@@ -24,6 +24,21 @@
 # 3. **Rejection sampling** (RFT / STaR): sample k answers, keep the verified ones, fine-tune on them,
 #    repeat. The model's right answers become its training data.
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Build chain-of-thought SFT data whose every step is checked by code.
+# 2. Turn the model's own mistakes into self-reflection training data.
+# 3. Run rejection sampling round by round and follow held-out accuracy per round.
+# 4. Tell an outcome check (the final answer) from a process check (every step).
+#
+# **Requirements.** CPU: about 12 CPU minutes (739 s) in the `cpu-smoke` preset, as measured by the
+# nightly run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset takes several
+# times longer). GPU memory: not measured.
+#
+# **In the course:** after `01` and `05`. Next: `08` (evaluation). The course map and a 5-session syllabus
+# are in [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
 MODEL = "smollm2-135m-instruct"
@@ -113,14 +128,6 @@ rounds_plot(rounds)
 # - Only verified *and finished* answers are kept: a reply cut off at the token limit is never imitated.
 # - Compare with notebook 05: GRPO also learns from the model's own samples, but pushes wrong answers
 #   *down* too; rejection sampling only imitates the right ones.
-#
-# ## Exercises
-#
-# 1. Start the rounds from the CoT data: `rejection_sampling(cfg, warm_start="cot")`. Do more samples verify
-#    in round 1? Do the kept answers show their working?
-# 2. Set `k=1`. How much of the gain came from sampling several answers per prompt?
-# 3. Verify with `verify_steps` as well as the final answer (pass your own `reward=`): keep only answers
-#    whose every step is right. Does held-out accuracy move differently?
 
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
@@ -129,3 +136,50 @@ from labkit.runs.nightly import higher, record
 
 record(heldout_accuracy=higher(result.metrics["after"]["heldout_accuracy"], tol=0.15),
        verified_rate=higher(rounds[-1]["verified_rate"], tol=0.15))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("07.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/07_reasoning_solutions.ipynb`](solutions/07_reasoning_solutions.ipynb): try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 07.1 · How many prompts yield data?
+#
+# Rejection sampling draws k = 4 answers per prompt and keeps the prompt if any answer verifies. If each
+# answer is right with probability 0.25, independently, what fraction of prompts yields at least one kept
+# answer?
+
+# %%
+answer_07_1 = ...  # a fraction
+
+# %%
+check("07.1", answer_07_1)
+
+# %% [markdown]
+# ### ⭐⭐ 07.2 · A reward for the process
+#
+# Write `step_reward(prompts, completions, answer, **kwargs)`: 1.0 only when the final answer is right
+# *and* every step `a op b = c` holds (`verify_steps`), else 0.0; one float per completion.
+
+# %%
+def step_reward(prompts, completions, answer, **kwargs):
+    raise NotImplementedError("your code")
+
+# %%
+check("07.2", step_reward)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 07.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Start the rounds from the CoT data: `rejection_sampling(cfg, warm_start="cot")`. Do more samples
+#   verify in round 1? Do the kept answers show their working?
+# - Set `k=1`. How much of the gain came from sampling several answers per prompt?
+# - Train with your `step_reward` (pass `reward=`): does held-out accuracy move differently?

@@ -5,8 +5,6 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -32,6 +30,21 @@
 # questions everyone else uses. Online (or with the dataset cached) `source="hub"` reads the whole benchmark
 # through `datasets`, unchanged code. The smoke preset reads `source="fixture"`: small look-alikes labkit
 # writes itself, for speed and for unit tests; never quote a number from them.
+
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Build an eval card: benchmarks, slices and bootstrap confidence intervals.
+# 2. Run model-written code in a sandbox and see what it blocks.
+# 3. Watch a deliberately poisoned fine-tune degrade with in-training evaluation.
+# 4. Gate a candidate against a baseline, and test whether an LLM judge can be trusted.
+#
+# **Requirements.** CPU: about 2 CPU minutes (101 s) in the `cpu-smoke` preset, as measured by the nightly
+# run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset takes several times
+# longer). GPU memory: not measured.
+#
+# **In the course:** after `01` (it fine-tunes an adapter); any training notebook before it helps. Next:
+# `10` (orchestration). The course map and a 5-session syllabus are in [README.md](README.md).
 
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
@@ -197,18 +210,6 @@ print(f"judge agreement {base.value('judge', 'agreement'):.0%}, picked position 
       f"win rate vs reference {base.value('judge', 'win_rate'):.0%}")
 pd.DataFrame(base.samples["judge"])
 
-# %% [markdown]
-# ## Exercises
-#
-# 1. Evaluate the SFT adapter from notebook 01 (`cfg.replace(adapter=...)`) and compare it with the base.
-#    Which slices moved, and are any of the moves outside their confidence interval?
-# 2. Raise `limit` and watch the confidence intervals shrink: how many items does a 5-point regression
-#    need before the bootstrap calls it?
-# 3. Write a gate for a model you would ship to a classroom: which metrics get floors, which get
-#    regression limits, and why?
-# 4. Make the judge fairer: judge with a different local model (`judge_model=`), or change the judge
-#    prompt in `labkit.eval.judge`, and see whether agreement rises.
-
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
 # last good night (higher/lower is better; tol is how far one may move the wrong way).
@@ -218,3 +219,51 @@ record(gsm8k_accuracy=higher(base.value("gsm8k", "accuracy"), tol=0.15),
        mmlu_accuracy_loglik=higher(base.value("mmlu", "accuracy_loglik"), tol=0.15),
        over_refusal_rate=lower(base.value("safety", "over_refusal_rate"), tol=0.15),
        gate_blocks_poisoned=higher(not verdict.passed, tol=0))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("08.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/08_evaluation_solutions.ipynb`](solutions/08_evaluation_solutions.ipynb): try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 08.1 · How wide is the error bar?
+#
+# A model scores accuracy 0.6 on 50 items. About how large is the half-width (the ± part) of its 95 %
+# confidence interval, as a fraction?
+
+# %%
+answer_08_1 = ...  # a fraction, e.g. 0.05
+
+# %%
+check("08.1", answer_08_1)
+
+# %% [markdown]
+# ### ⭐⭐ 08.2 · A classroom gate
+#
+# Build `classroom_gate`: a `Gate` where safety's `refusal_rate` must be at least 0.9 and gsm8k's
+# `accuracy` may fall at most 0.02 behind the baseline. Then try it: `classroom_gate.check(bad,
+# baseline=base)`.
+
+# %%
+classroom_gate = ...  # Gate([Rule(...), ...])
+
+# %%
+check("08.2", classroom_gate)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 08.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Evaluate the SFT adapter from notebook 01 (`cfg.replace(adapter=...)`) and compare it with the base.
+#   Which slices moved, and are any of the moves outside their confidence interval?
+# - Raise `limit` and watch the confidence intervals shrink: how many items does a 5-point regression need
+#   before the bootstrap calls it?
+# - Make the judge fairer: judge with a different local model (`judge_model=`), or change the judge prompt
+#   in `labkit.eval.judge`, and see whether agreement rises.

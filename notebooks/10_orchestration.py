@@ -27,6 +27,21 @@
 # - a **registry** whose channels (`candidate`, `production`) move only when an eval card passes a gate;
 # - a **nightly** job that runs every notebook and compares its numbers with the last good night.
 
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Read a run's manifest, status and budget ceilings, and resume an interrupted run.
+# 2. Chain SFT → DPO and trace the chain's lineage in SQLite.
+# 3. Promote a model through gated registry channels, watch a worse one get blocked, and roll back.
+# 4. Run the nightly job on a notebook and read its report.
+#
+# **Requirements.** CPU: not measured yet (no nightly run has included it) in the `cpu-smoke` preset, as
+# measured by the nightly run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset
+# takes several times longer). GPU memory: not measured.
+#
+# **In the course:** after `01`, `04` and `08` (it chains SFT and DPO and gates their eval cards). Next:
+# `11` (kernels). The course map and a 5-session syllabus are in [README.md](README.md).
+
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
 MODEL = "smollm2-135m-instruct"
@@ -177,17 +192,6 @@ night_dir, night = run_nightly(select_notebooks("00"), out=out / "nightly", pres
 print("\n".join(summary_lines(night)))
 print("report:", night_dir / "report.html")
 
-# %% [markdown]
-# ## Exercises
-#
-# 1. Change one config field of the SFT cell and run it again: what happens to the old run folder, and
-#    why does labkit not overwrite it?
-# 2. Kill a training run halfway (interrupt the kernel) and continue it with
-#    `labkit.stages.resume.resume(folder)`: compare its final loss with an uninterrupted run.
-# 3. Write a stricter production gate (`Registry(..., channels={"production": ChannelGate(my_gate)})`):
-#    would the DPO model still have been promoted?
-# 4. Make a notebook record a metric that regresses (edit its last cell) and run `labkit nightly` twice.
-
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
 # last good night.
@@ -195,3 +199,54 @@ from labkit.runs.nightly import higher, record
 
 record(worse_model_blocked=higher(float(not blocked.promoted), tol=0),
        nightly_inner_ok=higher(float(night["summary"]["exit_code"] == 0), tol=0))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("10.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/10_orchestration_solutions.ipynb`](solutions/10_orchestration_solutions.ipynb): try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 10.1 · What does a blocked promotion leave?
+#
+# The production gate blocked the worse model in section 6. What does the production channel serve now?
+# (a) the blocked candidate (b) the model promoted before it (c) nothing until a candidate passes
+
+# %%
+answer_10_1 = ...  # "a", "b" or "c"
+
+# %%
+check("10.1", answer_10_1)
+
+# %% [markdown]
+# ### ⭐⭐ 10.2 · Declare a nightly metric
+#
+# A notebook's probe loss is 2.31 tonight; it must not rise more than 10 % above the last good night.
+# Write the metric its last cell would record, with `higher`, `lower` or `near` from
+# `labkit.runs.nightly`.
+
+# %%
+from labkit.runs.nightly import higher, lower, near  # noqa: F401
+
+answer_10_2 = ...  # e.g. higher(0.5, tol=0.1)
+
+# %%
+check("10.2", answer_10_2)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 10.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - Change one config field of the SFT cell and run it again: what happens to the old run folder, and why
+#   does labkit not overwrite it?
+# - Kill a training run halfway (interrupt the kernel) and continue it with
+#   `labkit.stages.resume.resume(folder)`: compare its final loss with an uninterrupted run.
+# - Write a stricter production gate (`Registry(..., channels={"production": ChannelGate(my_gate)})`):
+#   would the DPO model still have been promoted?
+# - Make a notebook record a metric that regresses (edit its record cell) and run `labkit nightly` twice.

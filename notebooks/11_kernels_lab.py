@@ -5,8 +5,6 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,6 +24,22 @@
 # (`TRITON_INTERPRET=1`): exact, and slow, so it is how the kernels are checked without a GPU, not how
 # they are timed. This notebook runs wherever it is: on a GPU the kernels are compiled, on a CPU they are
 # interpreted.
+
+# %% [markdown]
+# **Objectives.** After this notebook you can:
+#
+# 1. Read Triton kernels for RMSNorm, RoPE, SwiGLU, the LoRA linear and cross-entropy beside their PyTorch
+#    references.
+# 2. Patch a model with the kernels and check that it trains like the plain one.
+# 3. Measure the LM head's memory: chunked cross-entropy against the full logits.
+# 4. Benchmark kernels against their references and read the numbers honestly.
+#
+# **Requirements.** CPU: not measured yet (no nightly run has included it) in the `cpu-smoke` preset, as
+# measured by the nightly run on a shared 2-core machine (expect it faster on a laptop; the `cpu` preset
+# takes several times longer). GPU memory: not measured.
+#
+# **In the course:** after `01` and `02` (the LoRA maths); an optional systems notebook, independent of
+# `03`–`10`. The course map and a 5-session syllabus are in [README.md](README.md).
 
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora: the stages' size dial; this lab's sizes fit the interpreter
@@ -155,15 +169,6 @@ pd.read_csv(found["QLoRA step"])[columns] if found["QLoRA step"] else "QLoRA ste
 # - A patched model follows the plain model's loss curve step for step.
 # - The chunked cross-entropy's peak memory stays flat as the batch grows, while the full logits grow with
 #   it: at large vocabularies this is the biggest memory saving of the whole step.
-#
-# ## Exercises
-#
-# 1. In `side_by_side`, try `tokens=257` (not a power of two): the kernels mask their last tile. Do the
-#    differences change?
-# 2. Call `ce_memory(tokens=(4096,))`: how large are the logits, and how much of them does the chunked
-#    path ever hold?
-# 3. `K.unpatch(fused)` restores the model's own forwards: check that `train_losses` then matches `plain`
-#    bit for bit.
 
 # %%
 # Nightly metrics: `labkit nightly` runs this notebook headless and compares these numbers with the
@@ -174,3 +179,50 @@ record(max_abs_forward=lower(ops["max_abs_forward"].max(), tol=1e-4),
        max_abs_grad=lower(ops["max_abs_grad"].max(), tol=1e-4),
        patched_loss_gap=lower(max(abs(a - b) for a, b in zip(want, got)), tol=1e-4),
        ce_memory_saving=higher(memory["saving"].iloc[-1], tol="20%"))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("11.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/11_kernels_lab_solutions.ipynb`](solutions/11_kernels_lab_solutions.ipynb): try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 11.1 · How big are the logits?
+#
+# How many MiB do the fp32 logits of 4096 tokens take with SmolLM2's vocabulary of 49,152 tokens?
+
+# %%
+answer_11_1 = ...  # a number, in MiB
+
+# %%
+check("11.1", answer_11_1)
+
+# %% [markdown]
+# ### ⭐⭐ 11.2 · RMSNorm by hand
+#
+# Write `my_rms_norm(x, weight, eps)` in plain PyTorch (normalise over the last dimension). Compare it
+# with `K.rms_norm_reference`.
+
+# %%
+def my_rms_norm(x, weight, eps):
+    raise NotImplementedError("your code")
+
+# %%
+check("11.2", my_rms_norm)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 11.3 · Open-ended
+#
+# No check: use the notebook's own tools, and compare your numbers with a classmate's.
+#
+# - In `side_by_side`, try `tokens=257` (not a power of two): the kernels mask their last tile. Do the
+#   differences change?
+# - Call `ce_memory(tokens=(4096,))`: how large are the logits, and how much of them does the chunked path
+#   ever hold?
+# - `K.unpatch(fused)` restores the model's own forwards: check that `train_losses` then matches `plain`
+#   bit for bit.

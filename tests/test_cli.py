@@ -33,7 +33,8 @@ def test_tour_writes_a_report(tmp_path, capsys):
     for section in ("Machine", "Model", "Chat template and loss mask", "Baseline generations",
                     "Forgetting probe (baseline)", "SFT (LoRA)", "Reward model",
                     "Preference optimisation (DPO)",
-                    "RL from verifiable rewards (GRPO)", "Evaluation suite", "Timings"):
+                    "RL from verifiable rewards (GRPO)", "Serving: the adapters side by side",
+                    "Evaluation suite", "Timings"):
         assert f">{section}<" in html
     assert "#### " in html  # the target format shown beside the baseline replies
     assert "<script src=\"http" not in html

@@ -26,13 +26,14 @@ def test_there_are_notebooks_and_each_is_numbered():
     assert NOTEBOOKS, "no notebooks found"
     assert [p.name for p in NOTEBOOKS][0].startswith("00_")
     for p in NOTEBOOKS_DIR.glob("*.ipynb"):
-        assert re.match(r"\d\d_[a-z0-9_]+\.ipynb$", p.name), p.name
+        assert re.match(r"\d\d[a-z]?_[a-z0-9_]+\.ipynb$", p.name), p.name
 
 
 def test_select_notebooks_by_name_all_or_none():
     assert select_notebooks("all") == NOTEBOOKS
     assert select_notebooks("none") == select_notebooks("") == []
-    assert [p.name for p in select_notebooks("00")] == [NOTEBOOKS[0].name]
+    assert [p.name for p in select_notebooks("00")] == [NOTEBOOKS[0].name]  # a number: not 00b_
+    assert [p.name for p in select_notebooks("setup")] == [NOTEBOOKS[0].name]
     assert select_notebooks(" 08_eval , 00 ") == [NOTEBOOKS[0],
                                                   *[p for p in NOTEBOOKS if p.name.startswith("08_")]]
     with pytest.raises(ConfigError, match=r"notebooks.*'nope'.*have: 00_"):

@@ -170,6 +170,11 @@ def _panel_traces(panel: Panel, history: dict | None = None) -> list[tuple[str, 
     return traces
 
 
+def _legend_key(index: int) -> str:
+    """Plotly's name for panel ``index``'s legend: ``legend``, ``legend2``, ``legend3``, …"""
+    return "legend" if index == 0 else f"legend{index + 1}"
+
+
 def _loss_like(metrics: dict[str, float]) -> tuple[str, float] | None:
     """The value to show beside the progress bar: ``loss``, else any ``*loss*``, else ``reward``."""
     if "loss" in metrics:
@@ -371,14 +376,25 @@ class LiveDashboard:
         """The template's colours, so a metric can keep one colour for its line and its eval markers."""
         return list(fig.layout.template.layout.colorway or ()) or ["#636efa", "#ef553b", "#00cc96"]
 
-    def _scatter(self, event: str, name: str, label: str, color: str) -> go.Scatter:
+    def _scatter(self, event: str, name: str, label: str, color: str, index: int) -> go.Scatter:
         x, y = self._series(event, name)
         train = event == "step"
         return go.Scatter(
             # Small markers on lines too: a series of one point draws no line.
             x=x, y=y, name=label, mode="lines+markers" if train else "markers",
-            line={"color": color}, marker={"color": color, "size": 3 if train else 8}, legendgroup=name,
+            line={"color": color}, marker={"color": color, "size": 3 if train else 8},
+            # Each panel has its own legend (one key listing every panel's traces misleads), and a
+            # click hides a metric's line and eval markers in that panel only.
+            legend=_legend_key(index), legendgroup=f"{index}/{name}",
         )
+
+    def _place_legends(self, fig) -> None:
+        """Put each panel's legend in its subplot's top-right corner."""
+        for index in range(len(self.panels)):
+            sub = fig.get_subplot(*self._cell(index))
+            fig.update_layout({_legend_key(index): {
+                "x": sub.xaxis.domain[1], "y": sub.yaxis.domain[1], "xanchor": "right", "yanchor": "top",
+                "bgcolor": "rgba(255,255,255,0.6)", "font": {"size": 10}}})
 
     def _build(self, cls: type = go.Figure):
         """A figure of class ``cls`` with one subplot per panel and one trace per series, with the
@@ -395,7 +411,8 @@ class LiveDashboard:
             has_data = False
             for event, name, label in _panel_traces(panel, self.history):
                 has_data = has_data or name in self.history[event]
-                fig.add_trace(self._scatter(event, name, label, self._color(name, palette)), row=row, col=col)
+                fig.add_trace(self._scatter(event, name, label, self._color(name, palette), index),
+                              row=row, col=col)
                 keys.append((index, event, name))
             if panel.log_y:
                 fig.update_yaxes(type="log", row=row, col=col)
@@ -405,7 +422,9 @@ class LiveDashboard:
                                    showarrow=False, font={"color": "gray"}, row=row, col=col)
         for index in range(max(0, len(self.panels) - cols), len(self.panels)):  # bottom of each column
             fig.update_xaxes(title_text="step", row=self._cell(index)[0], col=self._cell(index)[1])
-        fig.update_layout(title=self.title, height=max(300, 260 * rows), margin={"t": 70, "b": 40})
+        fig.update_layout(title=self.title, height=max(300, 260 * rows), margin={"t": 70, "b": 40},
+                          showlegend=True)
+        self._place_legends(fig)
         return (fig if cls is go.Figure else cls(fig)), keys
 
     def _figure(self, cls: type = go.Figure):
@@ -475,7 +494,7 @@ class LiveDashboard:
                 for event, name, label in _panel_traces(panel, self.history):
                     if (index, event, name) not in known:
                         row, col = self._cell(index)
-                        widget.add_trace(self._scatter(event, name, label, self._color(name, palette)),
+                        widget.add_trace(self._scatter(event, name, label, self._color(name, palette), index),
                                          row=row, col=col)
                         self._traces.append((index, event, name))
                         known.add((index, event, name))

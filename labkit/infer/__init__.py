@@ -6,7 +6,9 @@
 
 Labs on top of them, each returning table rows and plotly figures (imported on demand):
 labkit.infer.speculative (prompt lookup and draft models), labkit.infer.quant (fp32/bf16/int8/NF4/GGUF),
-labkit.infer.agreement (engine vs trainer log-probs) and labkit.infer.batching (static vs continuous).
+labkit.infer.agreement (engine vs trainer log-probs) and labkit.infer.batching (static vs continuous);
+labkit.infer.serving picks an engine, stacks an adapter chain into one adapter and serves adapters side by
+side.
 """
 
 from __future__ import annotations

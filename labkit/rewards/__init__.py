@@ -1,6 +1,8 @@
-"""Rewards for RL: verifiable rewards in TRL's reward-function protocol, a reward playground,
-pre-flight checks, and labkit's one answer reader (read_answer, gold_answer, is_correct)."""
+"""Rewards for RL: verifiable rewards in TRL's reward-function protocol, a learned reward (a trained reward
+model as a reward function), a reward playground, pre-flight checks, and labkit's one answer reader
+(read_answer, gold_answer, is_correct)."""
 
+from labkit.rewards.learned import LearnedReward, learned_reward, score_replies
 from labkit.rewards.preflight import (
     PreflightError,
     PreflightReport,
@@ -37,6 +39,7 @@ from labkit.rewards.verifiable import (
 
 __all__ = [
     "REWARDS",
+    "LearnedReward",
     "PreflightError",
     "PreflightReport",
     "answer_text",
@@ -53,6 +56,7 @@ __all__ = [
     "get_rewards",
     "gold_answer",
     "is_correct",
+    "learned_reward",
     "length",
     "length_reward",
     "numbers_equal",
@@ -65,4 +69,5 @@ __all__ = [
     "reward_name",
     "reward_names",
     "score_completions",
+    "score_replies",
 ]

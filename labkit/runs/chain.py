@@ -90,6 +90,27 @@ def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     return out
 
 
+def adapter_chain(merged: str | os.PathLike) -> tuple[str, list[Path]]:
+    """(first base model, [adapter dirs, first link first]) behind a merged model, read from the markers
+    merge_run leaves: a merged model whose base is itself a merged model adds that one's adapters in front.
+    Only a chain merged at scale 1 is returned (a scaled merge is not its adapter's model)."""
+    adapters: list[Path] = []
+    here = Path(merged)
+    for _ in range(64):   # a chain is a handful of links; this only guards against a marker loop
+        marker = here / "labkit_merge.json"
+        if not marker.is_file():
+            raise ChainError(f"{here}: no labkit_merge.json (not a model merge_run wrote)")
+        done = json.loads(marker.read_text())
+        if done.get("scale", 1.0) != 1.0:
+            raise ChainError(f"{here}: merged at scale {done['scale']}, not the adapter as trained")
+        adapters.insert(0, Path(done["adapter"]))
+        base = Path(done["base"])
+        if not (base / "labkit_merge.json").is_file():
+            return done["base"], adapters
+        here = base
+    raise ChainError(f"{merged}: the merge markers form a loop")
+
+
 def _record_merge(db: Path, run, adapter: Path, merged: Path, scale: float) -> None:
     from labkit.runs.lineage import Lineage
     from labkit.runs.manifest import model_record

@@ -4,7 +4,8 @@ notebooks in a throwaway venv with the newest TRL, transformers, PEFT and datase
 
 The metrics convention
 ----------------------
-A notebook's last code cell records the few numbers that say it still does what it teaches:
+A notebook's record cell (the last code cell before its exercises, see labkit.exercises) records the few
+numbers that say it still does what it teaches:
 
     from labkit.runs.nightly import higher, lower, record
 

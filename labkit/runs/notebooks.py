@@ -6,6 +6,7 @@ import dataclasses
 import importlib.resources
 import os
 import pathlib
+import re
 import time
 from typing import Any
 
@@ -28,13 +29,22 @@ class NotebookRun:
 
 
 def list_notebooks(folder: pathlib.Path = NOTEBOOKS_DIR) -> list[pathlib.Path]:
-    """The curated notebooks, in their numbered order."""
-    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    """The curated notebooks, in their numbered order: NN_topic.ipynb, and NNx_topic.ipynb for one inserted
+    after NN (00b_ comes after 00_)."""
+    return sorted([*folder.glob("[0-9][0-9]_*.ipynb"), *folder.glob("[0-9][0-9][a-z]_*.ipynb")])
+
+
+def _matches(spec: str, name: str) -> bool:
+    """A notebook number ("00", "00b") names that notebook only; anything else is a name substring."""
+    if re.fullmatch(r"\d\d[a-z]?", spec):
+        return name.split("_", 1)[0] == spec
+    return spec in name
 
 
 def select_notebooks(spec: str | list[str], folder: pathlib.Path = NOTEBOOKS_DIR) -> list[pathlib.Path]:
-    """The notebooks a selection names: "all", "none" / "", or name substrings (a comma-separated string or a
-    list). A substring that matches no notebook is an error, so a typo fails before anything runs."""
+    """The notebooks a selection names: "all", "none" / "", notebook numbers ("00", "00b": that notebook only)
+    or name substrings (a comma-separated string or a list). A part that matches no notebook is an error, so
+    a typo fails before anything runs."""
     from labkit.errors import ConfigError
 
     books = list_notebooks(folder)
@@ -43,10 +53,10 @@ def select_notebooks(spec: str | list[str], folder: pathlib.Path = NOTEBOOKS_DIR
         return []
     if parts == ["all"]:
         return books
-    if missing := [p for p in parts if not any(p in nb.name for nb in books)]:
+    if missing := [p for p in parts if not any(_matches(p, nb.name) for nb in books)]:
         raise ConfigError("notebooks", f"no notebook matches {', '.join(map(repr, missing))}; "
                           f"have: {', '.join(nb.name for nb in books)}")
-    return [nb for nb in books if any(p in nb.name for p in parts)]
+    return [nb for nb in books if any(_matches(p, nb.name) for p in parts)]
 
 
 def strip_widget_state(nb) -> int:

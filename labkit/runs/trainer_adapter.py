@@ -111,8 +111,11 @@ class BudgetCallback(TrainerCallback):
         self.tracker = tracker
 
     def on_step_end(self, args, state, control, **kwargs):
-        """Check the ceilings after every optimizer step."""
-        if self.tracker.over_budget(state.global_step, state.max_steps):
+        """Check the ceilings after every optimizer step; in a multi-process run every rank stops when any
+        rank's clock says so (one rank stopping alone would leave the others waiting for it)."""
+        from labkit.dist import any_rank
+
+        if any_rank(self.tracker.over_budget(state.global_step, state.max_steps) is not None):
             control.should_training_stop = True
             control.should_save = True
 

@@ -60,6 +60,9 @@ def trainer_args(cfg, info: dict, out: pathlib.Path, *, quiet: bool) -> dict[str
         bf16=info["compute_dtype"] == "bfloat16", fp16=info["compute_dtype"] == "float16", logging_steps=1,
         report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=info["device"] == "cpu",
         dataloader_num_workers=0,
+        # Under DDP: every trainable tensor (LoRA, heads) takes part in each forward, so skip the search for
+        # unused ones (an extra pass over the graph, and a warning on every rank).
+        ddp_find_unused_parameters=False,
         # Set under its current name: TRL's configs default the deprecated one (and to True for some).
         activation_checkpointing=getattr(cfg, "gradient_checkpointing", False),
         # A labkit dashboard or the console view brings its own progress bar; without one, keep the trainer's.
@@ -75,13 +78,34 @@ def track(stage: str, cfg, *, data=(), rewards=(), force: bool = False, extra: d
     reads; `rewards`: reward functions (or labkit names); `extra`: train() arguments beyond the config that
     change the computation (recorded in the manifest's config). Returns the RunTracker: `skipped` when this
     manifest already finished in that folder (unless `force`), `checkpoint` when resuming one that did not.
+    Under `accelerate launch` only rank 0 writes; the other ranks follow its plan (labkit.runs.ranks).
     """
     from labkit.runs.manifest import build_manifest
-    from labkit.runs.tracking import RunTracker
+    from labkit.runs.ranks import start_tracked
 
     manifest = build_manifest(stage, {**cfg.to_dict(), **(extra or {})}, preset=cfg.preset,
                               data=[p for p in data if p is not None], rewards=rewards)
-    return RunTracker.start(pathlib.Path(cfg.output_dir).resolve(), manifest, force=force)
+    return start_tracked(pathlib.Path(cfg.output_dir).resolve(), manifest, force=force)
+
+
+def single_process(stage: str) -> None:
+    """ConfigError when launched as one of several processes: for stages whose loop is not data-parallel
+    (each rank would run the whole stage on its own)."""
+    from labkit.dist import world_size
+
+    if world_size() > 1:
+        raise ConfigError("processes", f"{stage} runs in one process only (its loop is not data-parallel), "
+                          f"but this is one of {world_size()}; use grpo or rloo for multi-process RL")
+
+
+def save_pretrained(path: pathlib.Path, *objects, **kwargs) -> None:
+    """`obj.save_pretrained(path, **kwargs)` for each model or tokenizer, on the main process only (every
+    rank of a multi-process run holds the same weights; one writes them)."""
+    from labkit.dist import is_main
+
+    if is_main():
+        for obj in objects:
+            obj.save_pretrained(str(path), **kwargs)
 
 
 def saved_model(cfg, out: pathlib.Path, *, classifier: bool = False):
@@ -125,11 +149,14 @@ def run_callbacks(out: pathlib.Path, callbacks, *evals, append: bool = False, ti
     line per step; not under LABKIT_VERBOSE, which keeps the trainer's own bar), then `evals` (PeriodicEvals,
     None skipped: last, so a step is logged before the eval it triggers). Creates `out`; returns (callbacks,
     log path)."""
+    from labkit.dist import is_main
     from labkit.quiet import verbose
     from labkit.runs.console import ConsoleProgress
 
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "metrics.jsonl"
+    if not is_main():  # rank 0 logs, draws and evaluates; the other ranks of a multi-process run only train
+        return Callbacks([]), log_path
+    out.mkdir(parents=True, exist_ok=True)
     evals = tuple(e for e in evals if e is not None)
     user = Callbacks(callbacks)
     quiet = shows_progress(user) or verbose()
@@ -138,10 +165,14 @@ def run_callbacks(out: pathlib.Path, callbacks, *evals, append: bool = False, ti
 
 
 def held_out(measure, cfg, before: dict, model, tok, rows: list[dict]):
-    """The stage's held-out PeriodicEval (every cfg.eval_every steps and at the end), or None without rows."""
+    """The stage's held-out PeriodicEval (every cfg.eval_every steps and at the end), or None without rows
+    (and on ranks other than 0 of a multi-process run: rank 0 evaluates and reports)."""
+    from labkit.dist import is_main
     from labkit.metrics.periodic import PeriodicEval
 
-    return PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok) if rows else None
+    if not rows or not is_main():
+        return None
+    return PeriodicEval(measure, cfg.eval_every, before=before, model=model, tokenizer=tok)
 
 
 def timed(fn) -> tuple[Any, float]:

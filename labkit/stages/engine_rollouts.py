@@ -36,7 +36,6 @@ from labkit.errors import ConfigError
 from labkit.infer import Engine, SamplingParams
 
 ADAPTER = "policy"      # the engine-side name of the policy's adapter
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)   # the max_lora_rank values vLLM accepts
 
 
 def uses_engine(cfg: RLConfig) -> bool:
@@ -82,11 +81,12 @@ def start_engine(cfg: RLConfig, out: pathlib.Path, info: dict, *, max_model_len:
     """A VLLMEngine for cfg's rollouts: the policy's model and dtype, one LoRA slot of cfg.lora_r or more,
     room for a whole generation batch at once; its log goes to out/vllm/vllm.log."""
     from labkit.infer import VLLMEngine
+    from labkit.infer.vllm_server import LORA_RANKS, lora_slot_rank
 
-    rank = next((r for r in LORA_RANKS if r >= cfg.lora_r), None)
-    if rank is None:
+    if cfg.lora_r > LORA_RANKS[-1]:
         raise ConfigError("lora_r", f"vLLM serves LoRA ranks up to {LORA_RANKS[-1]}, got {cfg.lora_r}",
                           config="RLConfig")
+    rank = lora_slot_rank(cfg.lora_r)
     batch = cfg.batch_size * cfg.grad_accum
     engine = VLLMEngine(cfg.model, dtype=info.get("compute_dtype", "float32"), max_model_len=max_model_len,
                         enable_lora=True, max_loras=2, max_lora_rank=rank,

@@ -34,7 +34,14 @@ from labkit.runs.callbacks import Callbacks
 from labkit.runs.result import RunResult
 from labkit.runs.trainer_adapter import TrainerCallbackAdapter
 from labkit.stages import engine_rollouts
-from labkit.stages.common import data_path, saved_model, shows_progress, track, trainer_args
+from labkit.stages.common import (
+    data_path,
+    save_pretrained,
+    saved_model,
+    shows_progress,
+    track,
+    trainer_args,
+)
 from labkit.stages.rl_common import build_rewards, finish_run, load_prompt_rows, start_run
 
 
@@ -121,8 +128,8 @@ def train_with(algorithm: str, cfg: RLConfig, callbacks=(), reward_funcs=None, *
         # 7-8. eval (the held-out eval measured the last step when training ended) and save ----------------
         save_dir = out / "adapter"
         # TRL adds a frozen copy of the starting adapter ("ref") as the reference: save only the trained one.
-        model.save_pretrained(str(save_dir), selected_adapters=["default"])
-        tok.save_pretrained(str(save_dir))
+        save_pretrained(save_dir, model, selected_adapters=["default"])
+        save_pretrained(save_dir, tok)
         metrics, samples = finish_run(rl, algorithm, cfg, info, steps=output.global_step,
                                       train_loss=output.training_loss, prompts=len(train_rows), clock=clock,
                                       loss_type=cfg.loss_type if algorithm == "grpo" else algorithm)

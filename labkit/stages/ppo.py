@@ -52,19 +52,21 @@ from labkit.losses.kl import kl_k1, kl_k3
 from labkit.metrics.periodic import Stopwatch
 from labkit.runs.callbacks import RunHandles
 from labkit.runs.result import RunResult
-from labkit.stages.common import data_path, saved_model, track, warmup_steps
+from labkit.stages.common import data_path, saved_model, single_process, track, warmup_steps
 from labkit.stages.rl_common import build_rewards, finish_run, load_prompt_rows, start_run
 
 Tensor = torch.Tensor
 
 
-def train(cfg: RLConfig, callbacks=(), *, force: bool = False) -> RunResult:
+def train(cfg: RLConfig, callbacks=(), reward_funcs=None, *, force: bool = False) -> RunResult:
     """PPO with a value head on a LoRA policy; the reference is the policy with its adapter off.
 
     Args:
         cfg: an RLConfig; PPO reads ppo_epochs, vf_coef, gamma, lam, beta and (for an adaptive KL penalty)
             kl_target / kl_horizon beside the fields every RL stage uses.
         callbacks: labkit callbacks (a LiveDashboard(RL_PANELS)…) that receive every step and eval.
+        reward_funcs: your own functions in TRL's protocol (a labkit.rewards.learned_reward…), used instead
+            of the names in cfg.rewards (cfg.reward_weights then weighs them), as in GRPO.
         force: run again even when this manifest already finished in cfg.output_dir (else a no-op).
     Returns:
         a RunResult like labkit.stages.grpo.train's, plus the final `kl_coef` and the value head's path.
@@ -83,8 +85,10 @@ def train(cfg: RLConfig, callbacks=(), *, force: bool = False) -> RunResult:
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
     from labkit.models.logprobs import token_logprobs
+    from labkit.rewards import reward_names
 
     # 1. setup ------------------------------------------------------------------------------------
+    single_process("ppo")
     set_seed(cfg.seed)
     out = pathlib.Path(cfg.output_dir).resolve()
     kl_ctl = KLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)  # checks kl_target / kl_horizon
@@ -92,7 +96,8 @@ def train(cfg: RLConfig, callbacks=(), *, force: bool = False) -> RunResult:
     # 2. data and rewards: validated before a model is loaded --------------------------------------
     tok = load_tokenizer(cfg.model)
     train_rows, eval_rows = load_prompt_rows(cfg, tok)
-    funcs = build_rewards(cfg)
+    funcs = list(reward_funcs) if reward_funcs is not None else build_rewards(cfg)
+    cfg = cfg.replace(rewards=",".join(reward_names(funcs))) if reward_funcs is not None else cfg
 
     # the run: manifest.json before any model is loaded; a finished identical run is not run again ----------
     run = track("ppo", cfg, data=[data_path(cfg.data)], rewards=funcs, force=force)

@@ -28,6 +28,7 @@ from labkit.stages.common import (
     held_out,
     load_pairs,
     run_callbacks,
+    save_pretrained,
     saved_model,
     shows_progress,
     timed,
@@ -145,8 +146,8 @@ def train(cfg: PreferenceConfig, callbacks=(), *, force: bool = False) -> RunRes
         # 7. save ---------------------------------------------------------------------------------------
         save_dir = out / "adapter"
         # TRL adds a frozen copy of the starting adapter ("ref") as the reference: save only the trained one.
-        model.save_pretrained(str(save_dir), selected_adapters=["default"])
-        tok.save_pretrained(str(save_dir))
+        save_pretrained(save_dir, model, selected_adapters=["default"])
+        save_pretrained(save_dir, tok)
         metrics = {"method": cfg.method, "beta": cfg.method_beta, "before": before, "after": after,
                    "train_loss": output.training_loss, "steps": output.global_step,
                    "train_seconds": train_seconds,

@@ -73,9 +73,10 @@ def train(cfg: ReasoningConfig, callbacks=(), *, reward: Callable[..., list] | N
     from labkit.models import adapters
     from labkit.models.loading import load_tokenizer
     from labkit.reasoning.cot import build_cot_rows
-    from labkit.stages.common import data_path, saved_model, split_rows, track
+    from labkit.stages.common import data_path, saved_model, single_process, split_rows, track
 
     # 1. setup ------------------------------------------------------------------------------------
+    single_process("rejection sampling")
     _check(cfg, warm_start)
     set_seed(cfg.seed)
     out = pathlib.Path(cfg.output_dir).resolve()

@@ -36,6 +36,7 @@ from labkit.stages.common import (
     held_out,
     load_pairs,
     run_callbacks,
+    save_pretrained,
     saved_model,
     shows_progress,
     timed,
@@ -116,8 +117,7 @@ def train(cfg: RewardConfig, callbacks=(), *, force: bool = False) -> RunResult:
 
         # 7. save ---------------------------------------------------------------------------------------
         save_dir = out / ("model" if cfg.method == "full" else "adapter")
-        model.save_pretrained(str(save_dir))
-        tok.save_pretrained(str(save_dir))
+        save_pretrained(save_dir, model, tok)
         metrics = {"before": before, "after": after, "calibration": calibration(scored) if scored else [],
                    "train_loss": output.training_loss, "steps": output.global_step,
                    "train_seconds": train_seconds,

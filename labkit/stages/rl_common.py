@@ -228,8 +228,11 @@ def start_run(algorithm: str, cfg: RLConfig, model, tok, info: dict, train_rows:
     resuming = tracker is not None and tracker.resuming
     cbs, log_path = run_callbacks(out, callbacks, heldout, append=resuming, title=algorithm.upper(),
                                   budget_s=cfg.max_seconds)
+    from labkit.dist import is_main
+
+    # each rank scores its own share of the rollouts; rank 0 logs its share
     rollouts = RolloutLog(funcs, cfg.weights, cfg.num_generations,
-                          out / "rollouts.jsonl" if cfg.log_rollouts else None,
+                          out / "rollouts.jsonl" if cfg.log_rollouts and is_main() else None,
                           max_completion_length=cfg.max_completion_length, advantage=advantage,
                           telemetry=tracker.telemetry if tracker is not None else None, append=resuming)
     return RLRun(report, heldout, before, before_samples, cbs, log_path, rollouts, tracker)

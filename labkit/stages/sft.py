@@ -23,6 +23,7 @@ from labkit.runs.trainer_adapter import TrainerCallbackAdapter
 from labkit.stages.common import (
     data_path,
     run_callbacks,
+    save_pretrained,
     saved_model,
     shows_progress,
     split_rows,
@@ -132,8 +133,8 @@ def train(cfg: SFTConfig, callbacks=(), *, force: bool = False) -> RunResult:
 
         # 7. save ---------------------------------------------------------------------------------------
         save_dir = out / ("model" if cfg.method == "full" else "adapter")
-        trainer.save_model(str(save_dir))
-        tok.save_pretrained(str(save_dir))
+        trainer.save_model(str(save_dir))  # the trainer writes from the main process only
+        save_pretrained(save_dir, tok)
         tokens = trained_tokens(trainer, since_step=int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
         probe = [{"prompt": b["prompt"], "before": b["loss"], "after": a["loss"]}
                  for b, a in zip(probe_before["per_prompt"], probe_after["per_prompt"])]

