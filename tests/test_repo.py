@@ -35,13 +35,14 @@ def readme_tree() -> dict[str, str]:
 
 
 def test_readme_tree_lists_exactly_the_files():
-    """Each file is listed, or falls under a folder entry (`notebooks/solutions/`: files of one kind, one line);
-    a folder entry must hold files."""
+    """Each file is listed or falls under a folder entry (`notebooks/solutions/`: files of one kind, one
+    line); a folder entry must hold files."""
     tree, files = set(readme_tree()), repo_files()
     folders = {t for t in tree if t.endswith("/")}
     covered = {f for f in files if any(f.startswith(d) for d in folders)}
-    assert not files - tree - covered, f"files missing from the README tree: {sorted(files - tree - covered)}"
-    assert not tree - folders - files, f"README tree names files that do not exist: {sorted(tree - folders - files)}"
+    missing, absent = sorted(files - tree - covered), sorted(tree - folders - files)
+    assert not missing, f"files missing from the README tree: {missing}"
+    assert not absent, f"README tree names files that do not exist: {absent}"
     empty = sorted(d for d in folders if not any(f.startswith(d) for f in files))
     assert not empty, f"README tree names folders without files: {empty}"
 
