@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -32,11 +34,13 @@
 # 3. Label preference pairs with a position-swapped LLM judge and measure its agreement (accuracy, Cohen's κ).
 # 4. Add a step-level reward and measure how often right answers come from wrong steps.
 #
-# **Requirements.** CPU: about 5 minutes in the `cpu-smoke` preset on a shared 2-core machine (measured
-# headless with papermill; the `cpu` preset takes much longer). GPU memory: not measured.
+# **Requirements.** CPU: about 6 CPU minutes (362 s) in the `cpu-smoke` preset, measured by one headless
+# run on a shared 2-core machine (the nightly run has not timed it yet; the `cpu` preset takes much longer).
+# GPU memory: not measured.
 #
-# **In the course:** after `03` (reward models), `04` (DPO) and `05` (GRPO). The multi-process launch of
-# every stage is in the README, "From one device to many".
+# **In the course:** after `03` (reward models), `04` (DPO) and `05` (GRPO). Next: `08` (evaluation, if not
+# done yet) and `12` (RL systems, to scale the loop). The multi-process launch of every stage is in the
+# README, "From one device to many". The course map is in [README.md](README.md).
 
 # %% tags=["parameters"]
 PRESET = "cpu"  # cpu-smoke | cpu | gpu-qlora
@@ -170,3 +174,88 @@ from labkit.runs.nightly import higher, record
 record(rm_pair_accuracy=higher(rm_run.metrics["after"]["accuracy"], tol=0.15),
        judge_kappa=higher(a["mean"]["kappa"], tol=0.3),
        overopt_points=higher(float(len(over["curves"])), tol=0))
+
+# %% [markdown]
+# ## Exercises
+#
+# ⭐ check your understanding · ⭐⭐ change the code · ⭐⭐⭐ open-ended. Write your answer in the cell under
+# each ⭐/⭐⭐ exercise, then run the check cell below it: it says whether the answer is right and why.
+# `hint("13.1")` gives a hint (call it again for the next). The solutions are in
+# [`solutions/13_rlhf_learned_rewards_solutions.ipynb`](solutions/13_rlhf_learned_rewards_solutions.ipynb):
+# try first.
+
+# %%
+from labkit.exercises import check, hint  # noqa: F401  (hint("NN.k") on demand)
+
+# %% [markdown]
+# ### ⭐ 13.1 · How far best-of-16 moves
+#
+# Best-of-n draws n replies from the starting model and keeps the one the reward model scores highest. How
+# much KL (in nats) from the starting model does best-of-16 spend?
+
+# %%
+answer_13_1 = ...  # nats
+
+# %%
+check("13.1", answer_13_1)
+
+# %% [markdown]
+# ### ⭐ 13.2 · A judge's κ
+#
+# On 100 pairs a judge agrees with the gold labels 70 times. It says "first" on 80 pairs; the gold winner is
+# shown first in 60. (So: judge first and gold first 55, judge first and gold second 25, judge second and
+# gold first 5, both second 15.) What is Cohen's κ?
+
+# %%
+answer_13_2 = ...  # a number, 1 = perfect, 0 = chance
+
+# %%
+check("13.2", answer_13_2)
+
+# %% [markdown]
+# ### ⭐⭐ 13.3 · The position-averaged label
+#
+# The judge sees each pair twice. Write `p_first_wins(p_a_first_as_a, p_a_first_as_b)`: from P(judge names
+# "A") with the first reply shown as A, and P(judge names "A") with the first reply shown as B, the
+# probability that the first reply wins, averaged over both orders (the number behind the table's `mean`
+# labels).
+
+# %%
+def p_first_wins(p_a_first_as_a, p_a_first_as_b):
+    raise NotImplementedError("your code")
+
+# %%
+check("13.3", p_first_wins)
+
+# %% [markdown]
+# ### ⭐⭐ 13.4 · The `prefix` process reward
+#
+# Write `prefix_reward(steps)`: from a reply's step verdicts in order (a list of booleans, as
+# `[v["correct"] for v in step_verdicts(reply)]` gives), the share of its steps that come before the first
+# wrong one; 0.0 for a reply with no steps. `process_reward("prefix")` folds the verdicts this way.
+
+# %%
+def prefix_reward(steps):
+    raise NotImplementedError("your code")
+
+# %%
+check("13.4", prefix_reward)
+
+# %% [markdown]
+# ### ⭐⭐⭐ 13.5 · Find the fall
+#
+# Run the over-optimisation sweep longer (more `max_steps`) with `BETAS = (0.0, 0.01, 0.1)`. Does gold
+# accuracy fall while the proxy keeps rising, and at what √KL? Does best-of-n reach the same proxy reward for
+# less KL?
+
+# %% [markdown]
+# ### ⭐⭐⭐ 13.6 · A better judge, or a stricter label
+#
+# Label the pairs with `label_by="verdict"` (ties dropped) instead of the position-averaged label, then with a
+# larger judge if you have one. How do κ, the tie rate and the DPO result move?
+
+# %% [markdown]
+# ### ⭐⭐⭐ 13.7 · Which process reward?
+#
+# Train with `process_reward("all")` and `process_reward("prefix")` beside `fraction`, and with the weights
+# `"1,1"` instead of `"1,0.5"`. Which one lowers `right_via_wrong_steps` most without lowering accuracy?

@@ -3,6 +3,8 @@ and says "not answered yet" to the untouched notebook; plus the machinery (hints
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -79,6 +81,10 @@ RIGHT = {
     "12.2": 3,
     "12.3": lambda logp, behaviour, cap: torch.exp(logp - behaviour).clamp(max=cap),
     "12.4": lambda w, u: ((w.float() + u).to(torch.bfloat16) != w).float().mean(),
+    "13.1": math.log(16) - 15 / 16,
+    "13.2": (0.70 - 0.56) / (1 - 0.56),
+    "13.3": lambda p_a1, p_a2: (p_a1 + 1 - p_a2) / 2,
+    "13.4": lambda s: (s.index(False) if False in s else len(s)) / len(s) if s else 0.0,
 }
 
 # (wrong answer, a phrase the reason must contain): the mistakes each check names.
@@ -156,6 +162,17 @@ WRONG = {
              (lambda w, u: ((w.float() + u).to(torch.bfloat16) != w).sum(), "counts the changed"),
              (lambda w, u: ((w.float() + 10 * u).to(torch.bfloat16) != w).float().mean(), "1e-4"),
              (0.5, "expected a function")],
+    "13.1": [(math.log(16), "upper bound"), (4 - 15 / 16, "log₂"), (15 / 16, "term alone"), (16, "is not")],
+    "13.2": [(0.70, "raw agreement"), (0.4, "chance agreement as 1/2"), (0.70 - 0.56, "divide by 1 − p_e"),
+             (0.9, "is not"), ("good", "expected Cohen's κ")],
+    "13.3": [(lambda p_a1, p_a2: (p_a1 + p_a2) / 2, "lean towards position A"),
+             (lambda p_a1, p_a2: p_a1, "first order only"),
+             (lambda p_a1, p_a2: p_a1 + 1 - p_a2, "P('A') = 0.8"),
+             (0.75, "expected a function")],
+    "13.4": [(lambda steps: sum(steps) / len(steps) if steps else 0.0, "`fraction`"),
+             (lambda steps: float(all(steps)) if steps else 0.0, "`all`"),
+             (lambda steps: (steps.index(False) if False in steps else len(steps)) / len(steps), "raised"),
+             (lambda steps: steps.index(False) / len(steps) if False in steps else 0.0, "every step right")],
 }
 
 
