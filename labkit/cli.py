@@ -54,9 +54,18 @@ def _caps(args: argparse.Namespace) -> int:
 
 def _lab(args: argparse.Namespace) -> int:
     """JupyterLab on the notebooks until Ctrl-C: offline, on this Python's kernel; prints the URL once up."""
+    import signal
+
     from labkit.runs.lab import start_lab, stop_lab
     from labkit.runs.notebooks import NOTEBOOKS_DIR
 
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    # Ctrl-C and SIGTERM both stop the server cleanly, even when this was started as a background job (which
+    # inherits SIGINT ignored, so Python would never raise KeyboardInterrupt).
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     proc, url, specs = start_lab(args.dir or NOTEBOOKS_DIR, port=args.port, token=args.token,
                                  open_browser=args.open, notebook=args.notebook)
     print(f"JupyterLab: {url}\n(Ctrl-C stops it)", flush=True)

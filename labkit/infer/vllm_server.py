@@ -160,7 +160,9 @@ class VLLMEngine:
     # -- process --------------------------------------------------------------------------------------
 
     def _launch(self, args: list[str], extra_env: Mapping[str, str]) -> None:
-        env = dict(os.environ)
+        # The server runs in its own venv: labkit's PYTHONPATH would put this checkout first there, and its
+        # top-level kernels/ folder then shadows the `kernels` package transformers probes for on import.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update({
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",   # /v1/load_lora_adapter while serving
             "VLLM_SERVER_DEV_MODE": "1",                  # /sleep, /wake_up, /collective_rpc (weight refit)
