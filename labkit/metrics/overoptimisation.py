@@ -57,7 +57,7 @@ def policy_point(model, tok, rows: Sequence[dict], reward: Callable, *, samples:
     from labkit.data.chat import encode
     from labkit.metrics.kl import as_reference, kl_summary
     from labkit.models.generate import as_prompt_text
-    from labkit.models.logprobs import masked_token_logps
+    from labkit.models.logprobs import completion_batch, masked_token_logps
 
     repeated, outs = _sample(model, tok, rows, samples, max_new_tokens=max_new_tokens,
                              temperature=temperature, seed=seed)
@@ -65,9 +65,7 @@ def policy_point(model, tok, rows: Sequence[dict], reward: Callable, *, samples:
     proxy = reward([r["prompt"] for r in repeated], texts)
     gold = [1.0 if is_correct(t, r["answer"]) else 0.0 for t, r in zip(texts, repeated)]
     prompt_ids = [encode(tok, as_prompt_text(tok, r["prompt"])) for r in repeated]
-    sequences = [p + list(o.token_ids) for p, o in zip(prompt_ids, outs)]
-    masks = [[0] * len(p) + [1] * len(o.token_ids) for p, o in zip(prompt_ids, outs)]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    sequences, masks, pad = completion_batch(prompt_ids, [o.token_ids for o in outs], tok)
     was_training = model.training
     model.eval()
     try:

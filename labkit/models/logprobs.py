@@ -47,6 +47,16 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, *, average: bo
 
 
 @torch.inference_mode()
+def completion_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                     tokenizer) -> tuple[list[list[int]], list[list[int]], int]:
+    """(sequences, masks, pad id) for masked_token_logps: each prompt followed by its completion, the mask
+    covering only the completion; the tokenizer's pad id, or its EOS where it has none."""
+    seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
+    masks = [[0] * len(p) + [1] * len(c) for p, c in zip(prompt_ids, completion_ids)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return seqs, masks, pad
+
+
 def masked_token_logps(model, sequences: list[list[int]], masks: list[list[int]], *, pad_id: int,
                        batch_size: int = 16) -> list[torch.Tensor]:
     """Per-token log-probs [n_i] of the tokens where mask is 1, for each token-id sequence under `model`.

@@ -231,11 +231,9 @@ def logprob_gap(model, prompt_ids: list[list[int]], outs, tokenizer) -> dict[str
     """Largest and mean |engine log-prob − policy log-prob| over the sampled tokens (one forward pass)."""
     import torch
 
-    from labkit.models.logprobs import masked_token_logps
+    from labkit.models.logprobs import completion_batch, masked_token_logps
 
-    seqs = [p + list(o.token_ids) for p, o in zip(prompt_ids, outs)]
-    masks = [[0] * len(p) + [1] * len(o.token_ids) for p, o in zip(prompt_ids, outs)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs, masks, pad = completion_batch(prompt_ids, [o.token_ids for o in outs], tokenizer)
     was_training = model.training
     model.eval()
     try:
