@@ -46,7 +46,6 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, *, average: bo
     return total / (labels != IGNORE_INDEX).sum(-1).clamp(min=1)
 
 
-@torch.inference_mode()
 def completion_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]],
                      tokenizer) -> tuple[list[list[int]], list[list[int]], int]:
     """(sequences, masks, pad id) for masked_token_logps: each prompt followed by its completion, the mask
@@ -57,6 +56,7 @@ def completion_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]
     return seqs, masks, pad
 
 
+@torch.inference_mode()
 def masked_token_logps(model, sequences: list[list[int]], masks: list[list[int]], *, pad_id: int,
                        batch_size: int = 16) -> list[torch.Tensor]:
     """Per-token log-probs [n_i] of the tokens where mask is 1, for each token-id sequence under `model`.

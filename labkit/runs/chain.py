@@ -30,7 +30,8 @@ class ChainError(LabkitError):
 
 def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, scale: float = 1.0,
               registry: str | os.PathLike | None | bool = True) -> Path:
-    """Merge a finished LoRA run's adapter into its base model and save it (fp32) as a model directory.
+    """Merge a finished (`done` or `budget_exceeded`) LoRA run's adapter into its base model and save it
+    (fp32) as a model directory.
 
     `scale` multiplies the adapter's alpha/r before the merge: 1.0 merges what was trained; anything else is
     an experiment (a wrong alpha at export is a classic way to ship a broken model).
@@ -55,8 +56,11 @@ def merge_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
         raise ChainError(f"{run.path}: no adapter/ to merge (only LoRA runs are merged; a full fine-tune "
                          "already saved its model)")
     status = run.status().get("status")
-    if status != "done":
-        raise ChainError(f"{run.path}: status is {status!r}, not 'done'; merge a finished run")
+    # budget_exceeded stopped cleanly at a ceiling and saved its final adapter (the tour's time-boxed GRPO):
+    # a finished run. running, failed and interrupted runs have no final adapter to stand behind.
+    if status not in ("done", "budget_exceeded"):
+        raise ChainError(f"{run.path}: status is {status!r}, not 'done' or 'budget_exceeded'; merge a "
+                         "finished run (or `labkit resume` it first)")
     base = run.manifest().model["name"]
     out = Path(out) if out is not None else run.path / "merged"
     marker = out / "labkit_merge.json"

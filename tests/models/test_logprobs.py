@@ -52,3 +52,13 @@ def test_masked_logps_batches_sorted_and_padded_equal_one_at_a_time(tiny):
             lp = model(x).logits.log_softmax(-1)[0, :-1].gather(-1, x[0, 1:, None])[:, 0]
         assert n == sum(mask[1:]) and total == pytest.approx(float((lp * torch.tensor(mask[1:])).sum()),
                                                              abs=1e-4)
+
+
+def test_masked_token_logps_builds_no_graph(tiny):
+    """Scoring is inference only: no autograd graph is kept (memory), and summing a result warns nothing."""
+    from labkit.models.logprobs import masked_token_logps
+
+    model, _ = tiny
+    assert any(p.requires_grad for p in model.parameters())
+    out = masked_token_logps(model, [[5, 6, 7, 8]], [[0, 1, 1, 1]], pad_id=0)
+    assert not out[0].requires_grad

@@ -52,9 +52,26 @@ def test_two_sft_links_merge_and_lineage_walks_back_to_the_base(tiny_model_dir, 
     assert sources == {"model", "dataset"}, text  # the chain begins at the base model and the data only
 
 
-def test_merge_refuses_an_unfinished_or_adapterless_run(tmp_path):
+def test_merge_takes_a_budget_stopped_run_and_refuses_an_unfinished_or_adapterless_one(tiny_model_dir,
+                                                                                       tmp_path):
+    import json
+
+    from labkit.stages import sft
+
     with pytest.raises(ChainError, match="no adapter"):
         merge_run(tmp_path)
+    # a wall-clock ceiling (the tour's GRPO) ends the run cleanly with its adapter: that run merges
+    result = sft.train(SFTConfig(model=tiny_model_dir, output_dir=str(tmp_path / "run"), max_steps=50,
+                                 max_seconds=1e-6, batch_size=2, n_eval=0, eval_split="", train_split=""))
+    status = result.output_dir / "status.json"
+    assert json.loads(status.read_text())["status"] == "budget_exceeded"
+    assert (merge_run(result.output_dir, registry=None) / "config.json").is_file()
+    for unfinished in ("failed", "interrupted", "running"):
+        status.chmod(0o644)
+        status.write_text(json.dumps({"status": unfinished}))
+        with pytest.raises(ChainError, match=f"status is '{unfinished}'"):
+            merge_run(result.output_dir, out=tmp_path / "never", registry=None)
+        assert not (tmp_path / "never").exists()
 
 
 def test_promote_chain_gates_each_link_against_the_previous(tmp_path):
