@@ -1,21 +1,22 @@
 """GRPO rollout time per step: TRL's own generate vs labkit's vLLM engine, same config, on this CPU.
 
-Two short runs of labkit.stages.grpo on the embedded model and the arithmetic prompts, with the same seed,
+Short runs of labkit.stages.grpo on the embedded model and the arithmetic prompts, with the same seed,
 steps, prompts per step, group size, completion length, temperature and dtype:
 
 - hf: TRL generates (`model.generate` on the LoRA policy, left-padded, one batch per step);
-- vllm: RLConfig(use_vllm=True, vllm_mode="engine"): the vLLM server samples, the policy's adapter is pushed
-  into it at each step (labkit.stages.engine_rollouts).
+- vllm-merged / vllm-adapter: RLConfig(use_vllm=True, vllm_mode="engine", vllm_sync=...): the vLLM server
+  samples, and each step the policy reaches it as merged weights (W + ΔW loaded as its base weights; the
+  CPU default) or as its LoRA adapter (hot-loaded; sampled through vLLM's LoRA path).
 
-The vLLM server is started once, before either run; its start-up is reported apart. A step's rollout time
-is the wall time of the trainer's generation call (`GRPOTrainer._generate`: templating, sampling, decoding,
-and for vLLM the adapter refit), timed by wrapping it. For vLLM the refit and sampling seconds are broken
-out, and the log-prob check engine_rollouts runs on the first two steps (a diagnostic, one extra forward
-pass) is subtracted. The two runs sample different completions, so completion tokens per second are printed
-next to seconds per step. Medians over the steps after the first (which pays one-off costs); last line: the
-ratio hf / vllm.
+Each vLLM run starts its own server just before it and stops it after (so nothing else runs during the hf
+run); start-up is reported apart. A step's rollout time is the wall time of the trainer's generation call
+(`GRPOTrainer._generate`: templating, sampling, decoding, and for vLLM the refit), timed by wrapping it. For
+vLLM the refit and sampling seconds are broken out, and the log-prob check engine_rollouts runs on the first
+two steps (a diagnostic, one extra forward pass) is subtracted. The runs sample different completions, so
+completion tokens per second are printed next to seconds per step. Medians over the steps after the first
+(which pays one-off costs); last lines: the ratio hf / vllm per sync mode.
 
-    .venv/bin/python bench/rl_rollouts.py [--steps 4] [--prompts-per-step 2] [--grad-accum 2]
+    .venv/bin/python bench/rl_rollouts.py [--steps 4] [--sync merged,adapter] [--prompts-per-step 2]
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def run(name: str, cfg: RLConfig, engine=None) -> list[dict]:
         r["seconds"] -= r["check"]
         detail = (f" (refit {r['refit']:.2f} s, sampling {r['sample']:.1f} s; check {r['check']:.1f} s "
                   "left out)" if r["refit"] is not None else "")
-        print(f"{name:>5} step {r['step']}: rollout {r['seconds']:6.1f} s, {r['tokens']} tokens, "
+        print(f"{name:>12} step {r['step']}: rollout {r['seconds']:6.1f} s, {r['tokens']} tokens, "
               f"{r['tokens'] / r['seconds']:6.1f} tokens/s{detail}", flush=True)
     return records
 
@@ -80,6 +81,9 @@ def main(argv=None) -> None:
     ap.add_argument("--num-generations", type=int, default=8)
     ap.add_argument("--max-completion-length", type=int, default=48)
     ap.add_argument("--dtype", default="float32", help="policy and engine dtype (float32 | bfloat16)")
+    ap.add_argument("--sync", default="auto",
+                    help="comma-separated vLLM sync modes to run: auto | merged | adapter (auto: merged on "
+                         "CPU)")
     ap.add_argument("--only", choices=("hf", "vllm"), default=None)
     args = ap.parse_args(argv)
 
@@ -94,27 +98,24 @@ def main(argv=None) -> None:
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}, load {os.getloadavg()[0]:.1f}",
           flush=True)
     results: dict[str, list[dict]] = {}
-    engine = None
-    try:
-        if args.only != "hf":
-            cfg = base.replace(use_vllm=True, vllm_mode="engine", output_dir=str(out / "vllm"))
-            engine = engine_rollouts.start_engine(cfg, out, {"compute_dtype": args.dtype})
-        if args.only != "vllm":
-            results["hf"] = run("hf", base.replace(output_dir=str(out / "hf")))
-        if engine is not None:
-            results["vllm"] = run("vllm", cfg, engine)
-    finally:
-        if engine is not None:
-            engine.close()
+    if args.only != "vllm":
+        results["hf"] = run("hf", base.replace(output_dir=str(out / "hf")))
+    for sync in ([] if args.only == "hf" else args.sync.split(",")):
+        cfg = base.replace(use_vllm=True, vllm_mode="engine", vllm_sync=sync,
+                           output_dir=str(out / f"vllm-{sync}"))
+        name = f"vllm-{engine_rollouts.sync_mode(cfg)}"
+        with engine_rollouts.start_engine(cfg, out / name, {"compute_dtype": args.dtype}) as engine:
+            results[name] = run(name, cfg, engine)
     med = {}
     for name, recs in results.items():
         later = recs[1:] or recs
         med[name] = (statistics.median(r["seconds"] for r in later),
                      statistics.median(r["tokens"] / r["seconds"] for r in later))
-        print(f"median {name:>5}: {med[name][0]:6.1f} s per step's rollouts, {med[name][1]:6.1f} tokens/s")
-    if len(med) == 2:
-        print(f"ratio hf / vllm: {med['hf'][0] / med['vllm'][0]:.2f}x per step "
-              f"({med['vllm'][1] / med['hf'][1]:.2f}x tokens/s); load {os.getloadavg()[0]:.1f}")
+        print(f"median {name:>12}: {med[name][0]:6.1f} s per step's rollouts, {med[name][1]:6.1f} tokens/s")
+    for name in med:
+        if name != "hf" and "hf" in med:
+            print(f"ratio hf / {name}: {med['hf'][0] / med[name][0]:.2f}x per step "
+                  f"({med[name][1] / med['hf'][1]:.2f}x tokens/s); load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

