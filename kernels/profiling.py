@@ -8,6 +8,7 @@ which mixes in the Python heap, freed pages the allocator keeps and pages never 
 Python's own allocator, not torch's, and would report about 0 for any tensor code.
 """
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -33,6 +34,12 @@ def _cpu_peak_bytes(fn) -> int:
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
+    from labkit.quiet import verbose
+
+    if not verbose():
+        # Kineto prints "profiler_start"/"profiler_stop" lines (its USDT level, 5) to stderr on every
+        # profile; above 5 it says nothing. Read when the profiler first starts, so setting it here works.
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())

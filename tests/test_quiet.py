@@ -79,3 +79,18 @@ def test_a_stage_prints_one_short_line_per_step_and_no_raw_dicts(tiny_model_dir,
     lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip().startswith("step ")]
     assert [ln.split("  ")[0] for ln in lines] == ["step 1/3", "step 2/3", "step 3/3"]
     assert all("loss" in ln for ln in lines)
+
+
+def test_cpu_peak_memory_measurement_prints_no_profiler_lines():
+    """kernels.profiling uses torch's profiler on CPU; kineto's start/stop lines must not reach stderr (they
+    showed under notebook 11 in every nightly run). Its own process: kineto reads the level once."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom labkit.kernels.profiling import peak_bytes\n"
+            "print(peak_bytes(lambda: torch.ones(1000) * 2))")
+    env = {k: v for k, v in os.environ.items() if k not in ("KINETO_LOG_LEVEL", "LABKIT_VERBOSE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and int(out.stdout) >= 4000, out.stderr
+    assert "profiler_start" not in out.stderr and "USDT" not in out.stderr, out.stderr
