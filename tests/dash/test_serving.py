@@ -45,5 +45,5 @@ def test_sampling_panel_regenerates_when_a_slider_moves(tiny):
 def test_rollout_figure_stacks_the_three_costs():
     fig = rollout_figure([{"step": 0, "refit_seconds": 0.1, "generate_seconds": 2.0, "check_seconds": 0.5},
                           {"step": 1, "refit_seconds": 0.2, "generate_seconds": 1.5}])
-    assert [t.name for t in fig.data] == ["refit (adapter pushed)", "generate", "log-prob check"]
+    assert [t.name for t in fig.data] == ["refit (policy pushed)", "generate", "log-prob check"]
     assert list(fig.data[2].y) == [0.5, 0.0]
