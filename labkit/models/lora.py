@@ -393,11 +393,13 @@ def merged_weights(peft_model: Any, adapter: str | None = None, *, with_delta: b
     state_dict and vLLM's weight loader know them. A 4-bit base is refused: its W + ΔW is not a 4-bit weight.
     """
     _require_peft(peft_model)
-    adapter = adapter or _active_adapter_name(peft_model)
+    adapter = adapter or active_adapter(peft_model)
     _check_adapter(peft_model, adapter)
     out: dict[str, torch.Tensor] = {}
+    from peft.tuners.lora import LoraLayer
+
     for name, layer in peft_model.base_model.model.named_modules():
-        if not hasattr(layer, "lora_A") or adapter not in layer.lora_A:
+        if not isinstance(layer, LoraLayer) or adapter not in layer.lora_A:
             continue
         base = layer.get_base_layer()
         if _is_4bit(base):
@@ -411,7 +413,8 @@ def merged_weights(peft_model: Any, adapter: str | None = None, *, with_delta: b
     return out
 
 
-def _active_adapter_name(peft_model: Any) -> str:
+def active_adapter(peft_model: Any) -> str:
+    """The PEFT model's active adapter name ("default" when it reports several or none)."""
     name = getattr(peft_model, "active_adapter", "default")
     return name if isinstance(name, str) else "default"
 

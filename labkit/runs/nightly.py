@@ -610,12 +610,8 @@ def render_html(report: dict[str, Any]):
                   "baseline": _whole(f.get("baseline")), "detail": f["message"]} for f in regs])
     if "canary" in report:
         c = report["canary"]
-        said = [f"pip could not resolve: {u}" for u in c.get("unresolved", [])]
-        said += [f"pip says: {n}" for n in c.get("pip_notes", [])]
-        said += [f"the canary env lacks a module (not judged): {m}" for m in c.get("env_missing", [])]
-        said.append("broken by the new releases: " + (", ".join(c.get("broken", [])) or "none"))
         r.section("Versions", "The canary's packages next to labkit's pins and the baseline night's "
-                  "versions.\n\n" + "\n".join(f"- {line}" for line in said))
+                  "versions.\n\n" + "\n".join(f"- {line}" for line in canary_notes(c)))
         ref = report.get("baseline_versions") or {}
         r.table([{"package": k, "pinned": c["pinned"].get(k), "tested": v, "baseline night": ref.get(k)}
                  for k, v in c["versions"].items()])
@@ -1012,8 +1008,13 @@ def canary_lines(report: dict[str, Any]) -> list[str]:
     lines = ["  versions tested (pinned): " + ", ".join(
         f"{k} {v}" + ("" if (v or "").split("+")[0] == c["pinned"].get(k) else f" ({c['pinned'].get(k)})")
         for k, v in c["versions"].items())]
-    lines += [f"  pip could not resolve: {u}" for u in c["unresolved"]]
-    lines += [f"  pip says: {n}" for n in c.get("pip_notes", [])]
-    lines += [f"  the canary env lacks a module (not judged): {m}" for m in c.get("env_missing", [])]
-    lines.append("  broken by the new releases: " + (", ".join(c["broken"]) or "none"))
-    return lines
+    return lines + [f"  {line}" for line in canary_notes(c)]
+
+
+def canary_notes(c: dict[str, Any]) -> list[str]:
+    """What pip could not resolve or complained about, the env's own gaps, and what the releases broke."""
+    notes = [f"pip could not resolve: {u}" for u in c.get("unresolved", [])]
+    notes += [f"pip says: {n}" for n in c.get("pip_notes", [])]
+    notes += [f"the canary env lacks a module (not judged): {m}" for m in c.get("env_missing", [])]
+    notes.append("broken by the new releases: " + (", ".join(c.get("broken", [])) or "none"))
+    return notes

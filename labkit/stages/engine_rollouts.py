@@ -174,7 +174,9 @@ class EngineRollouts:
             return 0.0
         from peft import get_peft_model_state_dict
 
-        name = _active_adapter(model)
+        from labkit.models.lora import active_adapter
+
+        name = active_adapter(model)
         if self.sync_mode == "merged":
             from labkit.models.lora import merged_weights
 
@@ -202,9 +204,9 @@ class EngineRollouts:
         model = self._base_model
         if model is None:
             return
-        from labkit.models.lora import merged_weights
+        from labkit.models.lora import active_adapter, merged_weights
 
-        self.engine.update_weights(merged_weights(model, _active_adapter(model), with_delta=False))
+        self.engine.update_weights(merged_weights(model, active_adapter(model), with_delta=False))
         self._base_model = None
         self._synced_step = None
 
@@ -323,8 +325,3 @@ def _runs(items: list) -> list[tuple[Any, list[int]]]:
         else:
             out.append((x, [i]))
     return out
-
-
-def _active_adapter(model) -> str:
-    name = getattr(model, "active_adapter", "default")
-    return name if isinstance(name, str) else "default"
